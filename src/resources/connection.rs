@@ -1,0 +1,175 @@
+//! The `Connection` kind: a connection to a connection template, with credentials from Secrets.
+
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+use super::common::{
+    CommonStatus, DeletionPolicy, LocalObjectRef, SecretKeyRef, SecretRef, ulid_schema, url_schema,
+};
+use super::project_system::push_immutable;
+
+/// A Versori connection: the credentials integrations use to call a system, for one connection
+/// template (a ProjectSystem).
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "versori.com",
+    version = "v1alpha1",
+    kind = "Connection",
+    namespaced,
+    doc = "A Versori connection to a connection template, with credentials read from Secrets.",
+    status = "ConnectionStatus",
+    shortname = "vconn",
+    category = "versori",
+    printcolumn(name = "Template", type_ = "string", json_path = ".spec.projectSystemRef.name"),
+    printcolumn(name = "Id", type_ = "string", json_path = ".status.id"),
+    printcolumn(name = "Credential", type_ = "string", json_path = ".status.credentialType"),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[x_kube(validation = Rule::new("has(self.externalId) == has(oldSelf.externalId) && (!has(self.externalId) || self.externalId == oldSelf.externalId)").message("externalId cannot be added, changed or removed: Versori keeps a connection's end user for its lifetime; create a new Connection instead"))]
+#[x_kube(validation = Rule::new("!has(oldSelf.connectionId) || (has(self.connectionId) && self.connectionId == oldSelf.connectionId)").message("connectionId cannot be changed or removed once set"))]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectionSpec {
+    /// The ProjectSystem (in this namespace) whose connection template this connection belongs to.
+    #[schemars(schema_with = "project_system_ref_schema")]
+    pub project_system_ref: LocalObjectRef,
+    /// The connection's name in Versori, unique within the system. Defaults to metadata.name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub name: Option<String>,
+    /// Overrides the system's base URL for this connection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "url_schema")]
+    pub base_url: Option<String>,
+    /// The end user's external ID, for a dynamic connection on a dynamic ProjectSystem.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub external_id: Option<String>,
+    /// The credential, matching the template's auth scheme: exactly one member.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<Credentials>,
+    /// Adopt the existing Versori connection with this ID instead of creating one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "ulid_schema")]
+    pub connection_id: Option<String>,
+    /// `Delete` (default) removes the Versori connection with the resource; `Orphan` leaves it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion_policy: Option<DeletionPolicy>,
+}
+
+fn project_system_ref_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let mut schema = generator.subschema_for::<LocalObjectRef>();
+    push_immutable(
+        &mut schema,
+        "projectSystemRef cannot be changed: a Versori connection cannot move to another template; create a new Connection instead",
+    );
+    schema
+}
+
+/// The credential a connection carries. Set exactly one member; which one the template's auth
+/// scheme decides (api-key: apiKey; basic-auth: basicAuth; oauth2 clientCredentials:
+/// oauth2ClientCredentials; oauth2 password: oauth2Password; any: bypass).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("[has(self.apiKey), has(self.basicAuth), has(self.oauth2ClientCredentials), has(self.oauth2Password), has(self.bypass)].exists_one(x, x)").message("credentials must set exactly one of apiKey, basicAuth, oauth2ClientCredentials, oauth2Password and bypass"))]
+#[serde(rename_all = "camelCase")]
+pub struct Credentials {
+    /// An API key, for an api-key scheme.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<ApiKeyCredential>,
+    /// A username and password, for a basic-auth scheme.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub basic_auth: Option<UsernamePasswordCredential>,
+    /// A client ID and secret, for an oauth2 scheme with the clientCredentials grant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oauth2_client_credentials: Option<OAuth2ClientCredentials>,
+    /// A username and password, for an oauth2 scheme with the password grant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oauth2_password: Option<UsernamePasswordCredential>,
+    /// Connect without a credential, whatever the template's scheme. Must be true when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self == true").message("bypass must be true when set; remove it to use a credential"))]
+    pub bypass: Option<bool>,
+}
+
+/// An API key read from a Secret.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiKeyCredential {
+    /// The Secret key holding the API key.
+    pub secret_key_ref: SecretKeyRef,
+}
+
+/// A username and password read from one Secret.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct UsernamePasswordCredential {
+    /// The Secret holding the username and the password.
+    pub secret_ref: SecretRef,
+    /// The key of the username in the Secret. Defaults to `username`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub username_key: Option<String>,
+    /// The key of the password in the Secret. Defaults to `password`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub password_key: Option<String>,
+}
+
+impl UsernamePasswordCredential {
+    /// The username key, with its default.
+    pub fn username_key(&self) -> &str {
+        self.username_key.as_deref().unwrap_or("username")
+    }
+    /// The password key, with its default.
+    pub fn password_key(&self) -> &str {
+        self.password_key.as_deref().unwrap_or("password")
+    }
+}
+
+/// OAuth 2.0 client credentials. The client ID may be written inline or read from a Secret.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("has(self.clientId) != has(self.clientIdSecretKeyRef)").message("set exactly one of clientId and clientIdSecretKeyRef"))]
+#[serde(rename_all = "camelCase")]
+pub struct OAuth2ClientCredentials {
+    /// The OAuth client ID.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1024))]
+    pub client_id: Option<String>,
+    /// The Secret key holding the OAuth client ID, instead of clientId.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id_secret_key_ref: Option<SecretKeyRef>,
+    /// The Secret key holding the OAuth client secret.
+    pub client_secret_secret_key_ref: SecretKeyRef,
+    /// The token endpoint. Defaults to the auth scheme's tokenUrl.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "url_schema")]
+    pub token_url: Option<String>,
+    /// Scopes to request. Defaults to the auth scheme's defaultScopes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scopes: Option<Vec<String>>,
+}
+
+/// What the operator last observed of the Versori connection.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectionStatus {
+    /// The Versori connection's ID.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// The connection template's ID.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection_template_id: Option<String>,
+    /// The system's ID.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system_id: Option<String>,
+    /// The Versori credential type sent, such as `string` for an API key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential_type: Option<String>,
+    /// SHA-256 over the credential last sent to Versori (credentials are write-only there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential_hash: Option<String>,
+    /// Generation and conditions.
+    #[serde(flatten)]
+    pub common: CommonStatus,
+}
