@@ -81,6 +81,7 @@ pub fn url_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
 pub fn ulid_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({
         "type": "string",
+        "maxLength": 26,
         "x-kubernetes-validations": [{
             "rule": "self.matches('^[0-9A-HJKMNP-TV-Z]{26}$')",
             "message": "must be a Versori ID: a ULID of 26 characters (0-9 and A-Z without I, L, O, U), such as 01KKBR46SH7JES8AZ14EEAK0CX"

@@ -41,7 +41,7 @@ pub struct SystemSpec {
     pub template_base_url: String,
     /// The ways to authenticate against the system. Each `id` is unique within the system.
     #[serde(default)]
-    #[schemars(length(max = 32))]
+    #[schemars(length(max = 16))]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["id".into()]))]
     pub auth_schemes: Vec<AuthScheme>,
     /// Labels stored on the Versori system at creation.
@@ -203,7 +203,7 @@ pub struct HmacScheme {
 #[serde(rename_all = "camelCase")]
 pub struct OAuth2Scope {
     /// The scope as the provider names it, such as `read_products`.
-    #[schemars(length(min = 1, max = 256))]
+    #[schemars(length(min = 1, max = 128))]
     pub name: String,
     /// What the scope grants, for people.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -255,11 +255,11 @@ pub struct OAuth2Scheme {
     pub token_url: String,
     /// The scopes the provider offers.
     #[serde(default)]
-    #[schemars(length(max = 256))]
+    #[schemars(length(max = 64))]
     pub scopes: Vec<OAuth2Scope>,
     /// The scopes requested unless a connection asks for others.
     #[serde(default)]
-    #[schemars(length(max = 256))]
+    #[schemars(length(max = 64), inner(length(min = 1, max = 128)))]
     pub default_scopes: Vec<String>,
     /// The grant: how a connection obtains tokens.
     pub grant: OAuth2Grant,
