@@ -1,0 +1,3 @@
+pub mod versori;
+pub mod resources;
+pub mod emulator;
