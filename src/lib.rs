@@ -1,3 +1,10 @@
 pub mod versori;
 pub mod resources;
 pub mod emulator;
+pub mod controllers;
+pub mod metrics;
+pub mod config;
+pub mod leader;
+pub mod operator;
+pub mod server;
+pub mod telemetry;

@@ -1,5 +1,7 @@
 //! The `Connection` kind: a connection to a connection template, with credentials from Secrets.
 
+#![allow(clippy::duplicated_attributes)] // printcolumn(type_ = "string") repeats by design
+
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 

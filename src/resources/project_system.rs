@@ -1,5 +1,7 @@
 //! The `ProjectSystem` kind: a system linked to one project environment (a connection template).
 
+#![allow(clippy::duplicated_attributes)] // printcolumn(type_ = "string") repeats by design
+
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 

@@ -1,5 +1,7 @@
 //! The `System` kind: a Versori system (connector) and its auth schemes.
 
+#![allow(clippy::duplicated_attributes)] // printcolumn(type_ = "string") repeats by design
+
 use std::collections::BTreeMap;
 
 use kube::{CustomResource, KubeSchema};

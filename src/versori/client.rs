@@ -92,6 +92,9 @@ pub struct ClientConfig {
     pub user_agent: String,
     /// Called after every request.
     pub observer: Option<CallObserver>,
+    /// The most requests in flight at once from this client and its clones (`None`: no cap).
+    /// Callers beyond it wait for a slot, so a burst of reconciles cannot flood Versori.
+    pub max_in_flight: Option<usize>,
 }
 
 impl ClientConfig {
@@ -105,7 +108,14 @@ impl ClientConfig {
             timeout: DEFAULT_TIMEOUT,
             user_agent: default_user_agent(),
             observer: None,
+            max_in_flight: None,
         }
+    }
+
+    /// Caps the requests in flight at once.
+    pub fn with_max_in_flight(mut self, max: usize) -> Self {
+        self.max_in_flight = Some(max.max(1));
+        self
     }
 
     /// Sets the observer.
@@ -130,6 +140,7 @@ impl fmt::Debug for ClientConfig {
             .field("timeout", &self.timeout)
             .field("user_agent", &self.user_agent)
             .field("observer", &self.observer.as_ref().map(|_| "<fn>"))
+            .field("max_in_flight", &self.max_in_flight)
             .finish()
     }
 }
@@ -246,6 +257,7 @@ struct Inner {
     base_url: Url,
     organisation: String,
     observer: Option<CallObserver>,
+    limit: Option<tokio::sync::Semaphore>,
 }
 
 /// A client of the Versori Platform API. Cheap to clone (shares its connection pool).
@@ -283,6 +295,7 @@ impl VersoriClient {
             timeout,
             user_agent,
             observer,
+            max_in_flight,
         } = config;
 
         if !matches!(base_url.scheme(), "http" | "https") {
@@ -342,6 +355,7 @@ impl VersoriClient {
                 base_url,
                 organisation,
                 observer,
+                limit: max_in_flight.map(|n| tokio::sync::Semaphore::new(n.max(1))),
             }),
         })
     }
@@ -750,6 +764,11 @@ impl VersoriClient {
                 .body(bytes);
         }
 
+        // Held until the whole answer is read; the semaphore is never closed.
+        let _slot = match &self.inner.limit {
+            Some(limit) => limit.acquire().await.ok(),
+            None => None,
+        };
         let started = Instant::now();
         let response = match request.send().await {
             Ok(response) => response,

@@ -1,0 +1,162 @@
+//! Why a reconcile did not reach Ready, as a condition reason and a sentence for people.
+//!
+//! Messages are the operator's own words: they may quote a Versori error's HTTP status, code and
+//! field paths (the `Display` of [`ApiError`] does no more), never the server's free text nor a
+//! secret value.
+
+use std::time::Duration;
+
+use kube::runtime::finalizer;
+
+use crate::versori::ApiError;
+
+/// A reconcile that did not reach Ready.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A referenced Secret, or a key in it, does not exist.
+    #[error("Secret {name:?} has no key {key:?}: create it in this namespace")]
+    SecretKeyNotFound { name: String, key: String },
+    /// A referenced Secret does not exist.
+    #[error("Secret {name:?} was not found in this namespace")]
+    SecretNotFound { name: String },
+    /// A value in a Secret is not UTF-8 text.
+    #[error("key {key:?} of Secret {name:?} is not UTF-8 text")]
+    SecretNotText { name: String, key: String },
+    /// The template needs a credential the Connection does not give (the CLI's words).
+    #[error("{0}")]
+    MissingCredential(String),
+    /// The template uses the authorization code grant: a person must authorize in a browser.
+    #[error("{0}")]
+    AuthorizationRequired(String),
+    /// A dependency (System or ProjectSystem) is not ready yet.
+    #[error("{message}")]
+    Waiting {
+        reason: &'static str,
+        message: String,
+    },
+    /// The spec names something Versori does not have (an environment, an auth scheme).
+    #[error("{message}")]
+    InvalidReference {
+        reason: &'static str,
+        message: String,
+    },
+    /// A same-named Versori object exists that this resource did not create.
+    #[error(
+        "a Versori {what} named {name:?} already exists (ID {id}) and this resource did not create it: set spec.{field} to {id} to adopt it, or choose another name"
+    )]
+    AlreadyExists {
+        what: &'static str,
+        name: String,
+        id: String,
+        field: &'static str,
+    },
+    /// Several Versori objects carry the name: adoption by name is ambiguous.
+    #[error(
+        "several Versori {what}s are named {name:?} (IDs {ids}): set spec.{field} to the one this resource manages"
+    )]
+    Ambiguous {
+        what: &'static str,
+        name: String,
+        ids: String,
+        field: &'static str,
+    },
+    /// The Versori object named by the spec (for adoption) does not exist.
+    #[error("the Versori {what} {id} named in spec.{field} does not exist")]
+    AdoptTargetNotFound {
+        what: &'static str,
+        id: String,
+        field: &'static str,
+    },
+    /// Versori refused to delete the object because others still use it.
+    #[error("{0}")]
+    InUse(String),
+    /// A Versori API call failed.
+    #[error("{context}: {source}")]
+    Versori {
+        context: &'static str,
+        #[source]
+        source: ApiError,
+    },
+    /// A Kubernetes API call failed.
+    #[error("{context}: {source}")]
+    Kube {
+        context: &'static str,
+        #[source]
+        source: kube::Error,
+    },
+    /// The finalizer helper failed (adding or removing the finalizer).
+    #[error("finalizer: {0}")]
+    Finalizer(#[source] Box<finalizer::Error<Error>>),
+    /// The object has no namespace (every kind is namespaced, so this is a bug).
+    #[error("the object has no namespace")]
+    NoNamespace,
+}
+
+impl Error {
+    /// Wraps a Versori API error with what the operator was doing.
+    pub fn versori(context: &'static str) -> impl FnOnce(ApiError) -> Error {
+        move |source| Error::Versori { context, source }
+    }
+
+    /// Wraps a Kubernetes API error with what the operator was doing.
+    pub fn kube(context: &'static str) -> impl FnOnce(kube::Error) -> Error {
+        move |source| Error::Kube { context, source }
+    }
+
+    /// The `Ready` condition's reason for this error.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::SecretKeyNotFound { .. } | Error::SecretNotFound { .. } => "SecretNotFound",
+            Error::SecretNotText { .. } => "InvalidSecret",
+            Error::MissingCredential(_) => "MissingCredential",
+            Error::AuthorizationRequired(_) => "AuthorizationRequired",
+            Error::Waiting { reason, .. } | Error::InvalidReference { reason, .. } => reason,
+            Error::AlreadyExists { .. } => "AlreadyExists",
+            Error::Ambiguous { .. } => "AmbiguousName",
+            Error::AdoptTargetNotFound { .. } => "AdoptTargetNotFound",
+            Error::InUse(_) => "InUse",
+            Error::Versori { source, .. } => match source.status() {
+                Some(429) => "VersoriRateLimited",
+                Some(400 | 422) => "VersoriRejected",
+                Some(401 | 403) => "VersoriUnauthorized",
+                _ => "VersoriAPIError",
+            },
+            Error::Kube { .. } | Error::Finalizer(_) | Error::NoNamespace => "KubernetesAPIError",
+        }
+    }
+
+    /// Whether this waits for the user or another object rather than failing: such states are
+    /// left to the watches (Secrets, Systems, ProjectSystems) and the periodic resync instead of
+    /// an exponential retry.
+    pub fn is_waiting(&self) -> bool {
+        matches!(
+            self,
+            Error::SecretKeyNotFound { .. }
+                | Error::SecretNotFound { .. }
+                | Error::SecretNotText { .. }
+                | Error::MissingCredential(_)
+                | Error::AuthorizationRequired(_)
+                | Error::Waiting { .. }
+                | Error::InvalidReference { .. }
+                | Error::AlreadyExists { .. }
+                | Error::Ambiguous { .. }
+                | Error::AdoptTargetNotFound { .. }
+        )
+    }
+
+    /// The delay Versori asked for (429 `Retry-After`), if any.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Error::Versori { source, .. } => source.retry_after(),
+            _ => None,
+        }
+    }
+
+    /// The Versori server's own words, for events and logs only (never status).
+    pub fn server_message(&self) -> Option<&str> {
+        match self {
+            Error::Versori { source, .. } => source.server_message(),
+            _ => None,
+        }
+    }
+}

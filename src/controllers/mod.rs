@@ -1,0 +1,81 @@
+//! The controllers: one reconciler per kind on one generic managed-resource loop
+//! ([`reconciler`]), in the style of Crossplane's managed reconciler: each kind's adapter
+//! observes the Versori object, then creates, updates or deletes it.
+
+pub mod connection;
+pub mod context;
+pub mod error;
+pub mod project_system;
+pub mod reconciler;
+pub mod secrets;
+pub mod system;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::{FutureExt, Shared};
+
+pub use context::Context;
+pub use error::Error;
+
+use crate::metrics::Metrics;
+use crate::versori::VersoriClient;
+
+/// How the controllers run.
+#[derive(Clone, Debug)]
+pub struct ControllerSettings {
+    /// Namespaces to watch; empty means all.
+    pub watch_namespaces: Vec<String>,
+    /// Reconciles running at once, per kind and watched namespace.
+    pub concurrency: u16,
+    /// How often a Ready object is read back from Versori to restore drift (with jitter).
+    pub resync_interval: Duration,
+    /// The most Versori requests in flight at once (applied to the client by the caller).
+    pub versori_max_in_flight: usize,
+}
+
+/// A shutdown signal every controller can wait on.
+pub type Shutdown = Shared<Pin<Box<dyn Future<Output = ()> + Send + Sync>>>;
+
+/// Runs the three controllers until `shutdown` resolves, then lets in-flight reconciles finish.
+pub async fn run_controllers(
+    client: kube::Client,
+    versori: VersoriClient,
+    metrics: Arc<Metrics>,
+    settings: ControllerSettings,
+    shutdown: Pin<Box<dyn Future<Output = ()> + Send + Sync>>,
+) -> Result<(), Error> {
+    let shutdown: Shutdown = shutdown.shared();
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        versori,
+        metrics,
+        settings.resync_interval,
+    ));
+    let namespaces: Vec<Option<String>> = if settings.watch_namespaces.is_empty() {
+        vec![None]
+    } else {
+        settings
+            .watch_namespaces
+            .iter()
+            .map(|n| Some(n.clone()))
+            .collect()
+    };
+    let mut runs = Vec::new();
+    for namespace in namespaces {
+        let scope = reconciler::Scope {
+            client: client.clone(),
+            namespace,
+            concurrency: settings.concurrency,
+        };
+        runs.push(system::run(scope.clone(), ctx.clone(), shutdown.clone()).boxed());
+        runs.push(project_system::run(scope.clone(), ctx.clone(), shutdown.clone()).boxed());
+        runs.push(connection::run(scope, ctx.clone(), shutdown.clone()).boxed());
+    }
+    tracing::info!(controllers = runs.len(), "controllers started");
+    futures::future::join_all(runs).await;
+    tracing::info!("controllers stopped");
+    Ok(())
+}
