@@ -11,6 +11,8 @@
 //! garbage collection does not happen, so tests must not wait for either.
 #![allow(dead_code)]
 
+pub mod operator;
+
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
