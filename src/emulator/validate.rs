@@ -620,13 +620,15 @@ fn credential_data(v: &mut V, m: &Map<String, Value>, credential_type: &str, pat
             if let Some(scopes) = v.opt_array(mm, "scopes", &mp) {
                 v.strings(scopes, &join(&mp, "scopes"), true, None);
             }
-            v.opt_object(mm, "additionalParams", &mp);
+            // A URL-encoded query string (e.g. `audience=x&resource=y`), as in the real API.
+            v.opt_str(mm, "additionalParams", &mp);
         }
         "oauth2-code" => {
             v.req_str(mm, "code", &mp, true);
             v.req_str(mm, "state", &mp, true);
             v.opt_url(mm, "redirectUrl", &mp);
-            v.opt_object(mm, "additionalParams", &mp);
+            // A URL-encoded query string (e.g. `audience=x&resource=y`), as in the real API.
+            v.opt_str(mm, "additionalParams", &mp);
         }
         "oauth2-token" => {
             if let Some(scopes) = v.req_array(mm, "scopes", &mp) {
