@@ -3,7 +3,7 @@ SHELL := /usr/bin/env bash
 CARGO ?= cargo
 TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
 
-.PHONY: test fmt cluster-build crds clean-clusters
+.PHONY: test fmt cluster-build crds clean-clusters demo demo-stop
 
 # Formatting, lints, then every test target. Integration tests start a real kube-apiserver + etcd
 # (tests/cluster/start), built once from source by tests/cluster/build.
@@ -11,6 +11,7 @@ test:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
 	tests/cluster/build >/dev/null
+	tests/tools/build-helm >/dev/null
 	$(CARGO) test --all-targets
 
 fmt:
@@ -31,3 +32,31 @@ clean-clusters:
 	@shopt -s nullglob; for dir in $(TARGET_DIR)/test-clusters/*/; do \
 	  echo "stopping $$dir"; tests/cluster/stop "$$dir" --purge; rm -rf "$$dir"; \
 	done
+
+# The whole flow on a local control plane and the emulator (KEEP=1 leaves it running).
+demo:
+	scripts/demo
+
+demo-stop:
+	scripts/demo stop
+
+.PHONY: helm chart-crds chart-lint image
+
+# Builds (once, then cached) the helm binary the chart tests use (tests/tools/build-helm).
+helm:
+	tests/tools/build-helm
+
+# Copies the generated CRDs into the chart; tests/chart.rs fails while the two differ. Run after
+# `make crds`.
+chart-crds:
+	rm -f charts/versori-operator/crds/*.yaml
+	cp crds/*.yaml charts/versori-operator/crds/
+
+# Lints the chart the way the tests do.
+chart-lint:
+	helm=$$(tests/tools/build-helm) && "$$helm" lint --strict charts/versori-operator
+
+# Builds the container image (needs Docker with BuildKit).
+IMAGE ?= versori-operator:$(shell awk -F'"' '/^version = / {print $$2; exit}' Cargo.toml)
+image:
+	docker build -t $(IMAGE) .

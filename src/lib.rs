@@ -8,3 +8,4 @@ pub mod leader;
 pub mod operator;
 pub mod server;
 pub mod telemetry;
+pub mod reference;

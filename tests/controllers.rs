@@ -609,7 +609,7 @@ async fn canary_secret_values_never_leave_the_versori_payloads() {
 
 #[tokio::test]
 async fn a_missing_secret_is_a_condition_and_recovers_when_it_appears() {
-    let world = World::start("missing").await;
+    let mut world = World::start("missing").await;
     world.apply_examples();
     let secrets: Api<k8s_openapi::api::core::v1::Secret> = world.api();
     secrets.delete("demo-api-key", &DeleteParams::default()).await.expect("delete the Secret");
@@ -620,7 +620,7 @@ async fn a_missing_secret_is_a_condition_and_recovers_when_it_appears() {
     world.apply("apiVersion: v1\nkind: Secret\nmetadata: { name: demo-api-key }\nstringData: { apiKey: late-key }\n");
     world.wait_ready("connection", "demo-api-key", Duration::from_secs(10)).await;
     assert!(world.operator.logs().contains("\"level\""), "logs are JSON");
-    let _ = world.operator.is_running();
+    assert!(world.operator.is_running(), "the operator keeps running through a missing Secret");
     let connections: Api<Connection> = world.api();
     let demo = connections.get("demo-api-key").await.expect("connection");
     assert!(demo.finalizers().iter().any(|f| f == "versori.com/finalizer"));

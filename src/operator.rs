@@ -1,0 +1,282 @@
+//! `versori-operator run`: wires the HTTP endpoint, the Kubernetes and Versori clients, leader
+//! election and the controllers together.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::api::ListParams;
+use kube::{Api, Client, Resource};
+use serde::de::DeserializeOwned;
+use tracing::{error, info, warn};
+
+use crate::config::OperatorConfig;
+use crate::controllers::{ControllerSettings, run_controllers};
+use crate::leader::{self, LeaderError};
+use crate::metrics::Metrics;
+use crate::resources::{Connection, ProjectSystem, System};
+use crate::server::{self, Health};
+use crate::versori::{ClientConfig, VersoriClient};
+
+/// The kinds the controllers reconcile, as metric labels.
+const KINDS: [&str; 3] = ["System", "ProjectSystem", "Connection"];
+/// How long the HTTP endpoint may take to stop at exit.
+const SERVER_STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why the operator stopped. Each message is one line.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("cannot listen on {addr} for /metrics, /healthz and /readyz: {reason}")]
+    MetricsBind { addr: SocketAddr, reason: String },
+    #[error("the /metrics endpoint failed: {0}")]
+    MetricsServer(String),
+    #[error(
+        "cannot configure the Kubernetes client (set KUBECONFIG, or run in a pod with a service account): {0}"
+    )]
+    KubeClient(String),
+    #[error("cannot reach the Kubernetes API server: {0}")]
+    KubeUnreachable(String),
+    #[error("the versori.com CRDs are not installed: kubectl apply --server-side -f crds/")]
+    CrdsNotInstalled,
+    #[error(
+        "not allowed to list {resource} {scope}: grant the operator's service account list and watch on it ({message})"
+    )]
+    Forbidden {
+        resource: String,
+        scope: String,
+        message: String,
+    },
+    #[error("cannot build the Versori API client: {0}")]
+    VersoriClient(String),
+    #[error("the controllers failed: {0}")]
+    Controllers(String),
+    #[error("{0}")]
+    Leader(#[from] LeaderError),
+}
+
+/// A kube error as one line: for API errors the apiserver's message and code, never a Debug dump.
+pub(crate) fn kube_error_message(error: &kube::Error) -> String {
+    let text = match error {
+        kube::Error::Api(status) => {
+            let message = if status.message.is_empty() {
+                status.reason.clone()
+            } else {
+                status.message.clone()
+            };
+            format!("{message} (HTTP {})", status.code)
+        }
+        other => {
+            // The source chain says what really happened ("Connection refused", a TLS problem).
+            let mut text = other.to_string();
+            let mut source = std::error::Error::source(other);
+            while let Some(cause) = source {
+                let cause_text = cause.to_string();
+                if !text.contains(&cause_text) {
+                    text.push_str(": ");
+                    text.push_str(&cause_text);
+                }
+                source = cause.source();
+            }
+            text
+        }
+    };
+    text.replace(['\n', '\r'], " ")
+}
+
+/// A future that resolves on the first SIGTERM or SIGINT (Ctrl-C).
+///
+/// The handlers are installed when this function is called (inside the Tokio runtime), not when
+/// the future is first polled, so a signal arriving in between is not lost.
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + Sync + 'static {
+    #[cfg(unix)]
+    let streams = {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(terminate), Ok(interrupt)) => Some((terminate, interrupt)),
+            (Err(error), _) | (_, Err(error)) => {
+                warn!(%error, "cannot listen for SIGTERM; only Ctrl-C stops the operator");
+                None
+            }
+        }
+    };
+    async move {
+        #[cfg(unix)]
+        if let Some((mut terminate, mut interrupt)) = streams {
+            tokio::select! {
+                _ = terminate.recv() => info!(signal = "SIGTERM", "shutting down"),
+                _ = interrupt.recv() => info!(signal = "SIGINT", "shutting down"),
+            }
+            return;
+        }
+        match tokio::signal::ctrl_c().await {
+            Ok(()) => info!(signal = "SIGINT", "shutting down"),
+            Err(error) => {
+                error!(%error, "cannot listen for Ctrl-C; the operator stops only when killed");
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+}
+
+/// Lists one object of `K` in each scope, to tell a missing CRD or missing RBAC apart from the
+/// rest before the controllers start.
+async fn check_listable<K>(client: &Client, namespaces: &[String]) -> Result<(), RunError>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    let scopes: Vec<Option<&str>> = if namespaces.is_empty() {
+        vec![None]
+    } else {
+        namespaces.iter().map(|n| Some(n.as_str())).collect()
+    };
+    let resource = format!("{}.{}", K::plural(&()), K::group(&()));
+    for namespace in scopes {
+        let api: Api<K> = match namespace {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        };
+        match api.list(&ListParams::default().limit(1)).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 404 => {
+                return Err(RunError::CrdsNotInstalled);
+            }
+            Err(kube::Error::Api(status)) if status.code == 403 => {
+                return Err(RunError::Forbidden {
+                    resource,
+                    scope: match namespace {
+                        Some(ns) => format!("in namespace {ns}"),
+                        None => "in all namespaces".to_owned(),
+                    },
+                    message: status.message.replace(['\n', '\r'], " "),
+                });
+            }
+            Err(other) => return Err(RunError::KubeUnreachable(kube_error_message(&other))),
+        }
+    }
+    Ok(())
+}
+
+/// Runs the operator until SIGTERM/SIGINT (or, with leader election, until leadership is lost).
+pub async fn run(config: OperatorConfig) -> Result<(), RunError> {
+    info!(
+        api_url = %config.api_url,
+        organisation = %config.organisation,
+        watch_namespaces = ?config.watch_namespaces,
+        concurrency = config.concurrency,
+        versori_max_in_flight = config.versori_max_in_flight,
+        resync_interval = ?config.resync_interval,
+        metrics_addr = %config.metrics_addr,
+        leader_election = config.leader_election.is_some(),
+        version = env!("CARGO_PKG_VERSION"),
+        "starting versori-operator"
+    );
+
+    let metrics = Arc::new(Metrics::new());
+    for kind in KINDS {
+        metrics.init_kind(kind);
+    }
+    let health = Arc::new(Health::new());
+
+    // The endpoint first: liveness answers while the clients start, and a taken port fails fast.
+    let listener = server::bind(config.metrics_addr)
+        .await
+        .map_err(|e| RunError::MetricsBind {
+            addr: config.metrics_addr,
+            reason: e.to_string(),
+        })?;
+    let (server_stop, server_stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let mut server_task = tokio::spawn(server::serve_on(
+        listener,
+        Arc::clone(&metrics),
+        Arc::clone(&health),
+        async move {
+            let _ = server_stop_rx.await;
+        },
+    ));
+
+    let result = tokio::select! {
+        result = run_with_endpoint(&config, Arc::clone(&metrics), Arc::clone(&health)) => result,
+        joined = &mut server_task => {
+            // The endpoint stopped on its own: the probes would fail, so stop too.
+            let reason = match joined {
+                Ok(Ok(())) => "it stopped unexpectedly".to_owned(),
+                Ok(Err(e)) => e.to_string(),
+                Err(e) => e.to_string(),
+            };
+            return Err(RunError::MetricsServer(reason));
+        }
+    };
+
+    health.set_ready(false);
+    let _ = server_stop.send(());
+    match tokio::time::timeout(SERVER_STOP_TIMEOUT, server_task).await {
+        Ok(Ok(Err(error))) => warn!(%error, "the /metrics endpoint failed while stopping"),
+        Ok(Err(error)) => warn!(%error, "the /metrics endpoint task failed"),
+        Err(_) => warn!("the /metrics endpoint did not stop in time"),
+        Ok(Ok(Ok(()))) => {}
+    }
+    result
+}
+
+async fn run_with_endpoint(
+    config: &OperatorConfig,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+) -> Result<(), RunError> {
+    let client = Client::try_default()
+        .await
+        .map_err(|e| RunError::KubeClient(kube_error_message(&e)))?;
+    check_listable::<System>(&client, &config.watch_namespaces).await?;
+    check_listable::<ProjectSystem>(&client, &config.watch_namespaces).await?;
+    check_listable::<Connection>(&client, &config.watch_namespaces).await?;
+
+    let versori = VersoriClient::new(
+        ClientConfig::new(
+            config.api_url.clone(),
+            config.organisation.clone(),
+            config.token.clone(),
+        )
+        .with_observer(metrics.versori_call_observer())
+        .with_max_in_flight(config.versori_max_in_flight),
+    )
+    .map_err(|e| RunError::VersoriClient(e.to_string().replace(['\n', '\r'], " ")))?;
+
+    let settings = ControllerSettings {
+        watch_namespaces: config.watch_namespaces.clone(),
+        concurrency: config.concurrency,
+        resync_interval: config.resync_interval,
+        versori_max_in_flight: config.versori_max_in_flight,
+    };
+
+    match &config.leader_election {
+        None => {
+            health.set_ready(true);
+            let shutdown: Pin<Box<dyn Future<Output = ()> + Send + Sync>> =
+                Box::pin(shutdown_signal());
+            run_controllers(client, versori, metrics, settings, shutdown)
+                .await
+                .map_err(|e| RunError::Controllers(e.to_string()))
+        }
+        Some(lease) => {
+            // A standby waiting for the Lease is healthy, so it is ready too.
+            health.set_ready(true);
+            let work_client = client.clone();
+            leader::run_as_leader(client, lease.clone(), move |shutdown| {
+                run_controllers(work_client, versori, metrics, settings, shutdown)
+            })
+            .await
+            .map_err(|e| match e {
+                LeaderError::Work(error) => RunError::Controllers(error.to_string()),
+                other => RunError::Leader(other),
+            })
+        }
+    }
+}
