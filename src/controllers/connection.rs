@@ -269,20 +269,21 @@ fn select_credential(credentials: Option<&Credentials>, template: &Template) -> 
         return Ok(Kind::Bypass);
     }
     let has = |f: fn(&Credentials) -> bool| given.is_some_and(f);
-    let missing = |what: &str| Err(Error::MissingCredential(format!("{what} is required for this connection template")));
+    // The CLI's complaints, word for word.
+    let missing = |what: &str| Err(Error::MissingCredential(format!("{what} for this connection template")));
     match (template.scheme_type.as_deref(), template.grant_type.as_deref()) {
         (Some("api-key"), _) if has(|c| c.api_key.is_some()) => Ok(Kind::ApiKey),
-        (Some("api-key"), _) => missing("api-key"),
+        (Some("api-key"), _) => missing("api-key is required"),
         (Some("basic-auth"), _) if has(|c| c.basic_auth.is_some()) => Ok(Kind::BasicAuth),
-        (Some("basic-auth"), _) => missing("username and password"),
+        (Some("basic-auth"), _) => missing("username and password are required"),
         (Some("oauth2"), Some("clientCredentials")) if has(|c| c.oauth2_client_credentials.is_some()) => Ok(Kind::OAuth2Client),
-        (Some("oauth2"), Some("clientCredentials")) => missing("client-id and client-secret"),
+        (Some("oauth2"), Some("clientCredentials")) => missing("client-id and client-secret are required"),
         (Some("oauth2"), Some("password")) if has(|c| c.oauth2_password.is_some()) => Ok(Kind::OAuth2Password),
-        (Some("oauth2"), Some("password")) => missing("username and password"),
+        (Some("oauth2"), Some("password")) => missing("username and password are required"),
         (Some("oauth2"), _) => Err(Error::AuthorizationRequired(
             "this connection template uses the OAuth 2.0 authorization code grant: a person must authorize the connection in a browser, which the operator cannot do yet; set credentials.bypass to connect without a credential".into(),
         )),
-        (Some("none") | None, _) => missing("bypass"),
+        (Some("none") | None, _) => missing("bypass is required"),
         (Some(other), _) => Err(Error::InvalidReference {
             reason: "UnsupportedAuthScheme",
             message: format!("the operator cannot make a credential for a {other} auth scheme: set credentials.bypass to connect without one"),

@@ -228,7 +228,7 @@ pub async fn reconcile<K: Managed>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Act
     let namespace = obj.namespace().ok_or(Error::NoNamespace)?;
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &namespace);
     let timer = ctx.metrics.reconcile_started(K::KIND);
-    let span = tracing::info_span!("reconcile", kind = K::KIND, namespace = %namespace, name = %obj.name_any());
+    let span = tracing::info_span!("reconcile", kind = K::KIND, namespace = %namespace, object = %obj.name_any());
     let result = tracing::Instrument::instrument(
         finalizer::finalizer(&api, FINALIZER, obj, |event| async {
             match event {
