@@ -1,11 +1,11 @@
-pub mod versori;
-pub mod resources;
-pub mod emulator;
-pub mod controllers;
-pub mod metrics;
 pub mod config;
+pub mod controllers;
+pub mod emulator;
 pub mod leader;
+pub mod metrics;
 pub mod operator;
+pub mod reference;
+pub mod resources;
 pub mod server;
 pub mod telemetry;
-pub mod reference;
+pub mod versori;

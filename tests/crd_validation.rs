@@ -8,15 +8,21 @@ use std::path::Path;
 const PROJECT: &str = "01KKBR46SH7JES8AZ14EEAK0CX";
 
 fn system(spec: &str) -> String {
-    format!("apiVersion: versori.com/v1alpha1\nkind: System\nmetadata: {{ name: bad }}\nspec:\n{spec}")
+    format!(
+        "apiVersion: versori.com/v1alpha1\nkind: System\nmetadata: {{ name: bad }}\nspec:\n{spec}"
+    )
 }
 
 fn project_system(spec: &str) -> String {
-    format!("apiVersion: versori.com/v1alpha1\nkind: ProjectSystem\nmetadata: {{ name: bad }}\nspec:\n{spec}")
+    format!(
+        "apiVersion: versori.com/v1alpha1\nkind: ProjectSystem\nmetadata: {{ name: bad }}\nspec:\n{spec}"
+    )
 }
 
 fn connection(spec: &str) -> String {
-    format!("apiVersion: versori.com/v1alpha1\nkind: Connection\nmetadata: {{ name: bad }}\nspec:\n{spec}")
+    format!(
+        "apiVersion: versori.com/v1alpha1\nkind: Connection\nmetadata: {{ name: bad }}\nspec:\n{spec}"
+    )
 }
 
 const SYSTEM_BASE: &str = "  domain: example.com\n  templateBaseUrl: https://api.example.com/\n";
@@ -34,64 +40,303 @@ fn oauth2_scheme(grant: &str, extra: &str) -> String {
 /// Manifests refused at creation, each with (a part of) the message the apiserver must give.
 fn create_cases() -> Vec<(&'static str, String, &'static str)> {
     vec![
-        ("system without domain", system("  templateBaseUrl: https://api.example.com/\n"), "spec.domain: Required value"),
-        ("system base URL not a URL", system("  domain: d\n  templateBaseUrl: not a url\n"), "must be an absolute http or https URL"),
-        ("system base URL not http", system("  domain: d\n  templateBaseUrl: ftp://files.example.com/\n"), "must be an absolute http or https URL"),
-        ("auth scheme of an unknown type", system_with_scheme("    - { id: s, type: saml }\n"), "Unsupported value: \"saml\""),
-        ("api-key scheme without apiKey", system_with_scheme("    - { id: k, type: api-key }\n"), "apiKey must be set when type is api-key, and only then"),
-        ("none scheme with apiKey", system_with_scheme("    - { id: k, type: none, apiKey: { name: X, in: header } }\n"), "apiKey must be set when type is api-key, and only then"),
-        ("oauth2 scheme without oauth2", system_with_scheme("    - { id: o, type: oauth2 }\n"), "oauth2 must be set when type is oauth2, and only then"),
-        ("hmac scheme without hmac", system_with_scheme("    - { id: h, type: hmac }\n"), "hmac must be set when type is hmac, and only then"),
-        ("api key in the body", system_with_scheme("    - { id: k, type: api-key, apiKey: { name: X, in: body } }\n"), "Unsupported value: \"body\""),
-        ("hmac with md5", system_with_scheme("    - { id: h, type: hmac, hmac: { name: X, in: header, algorithm: md5, digestInputs: [body], encoding: hex } }\n"), "Unsupported value: \"md5\""),
-        ("hmac with no digest input", system_with_scheme("    - { id: h, type: hmac, hmac: { name: X, in: header, algorithm: sha256, digestInputs: [], encoding: hex } }\n"), "should have at least 1 items"),
-        ("hmac with an unknown encoding", system_with_scheme("    - { id: h, type: hmac, hmac: { name: X, in: header, algorithm: sha256, digestInputs: [url], encoding: base32 } }\n"), "Unsupported value: \"base32\""),
-        ("oauth2 implicit grant", oauth2_scheme("{ type: implicit }", ""), "Unsupported value: \"implicit\""),
-        ("authorization code without authorizeUrl", oauth2_scheme("{ type: authorizationCode, clientId: c }", ""), "authorizeUrl is required for the authorizationCode grant"),
-        ("client credentials grant with a client ID", oauth2_scheme("{ type: clientCredentials, clientId: c }", ""), "clientId and clientSecretRef are for the authorizationCode and password grants"),
-        ("oauth2 token URL not a URL", system_with_scheme("    - id: o\n      type: oauth2\n      oauth2: { tokenUrl: token, scopes: [], defaultScopes: [], grant: { type: password } }\n"), "must be an absolute http or https URL"),
-        ("default scope not offered", system_with_scheme("    - id: o\n      type: oauth2\n      oauth2: { tokenUrl: https://a.example.com/t, scopes: [{ name: read }], defaultScopes: [write], grant: { type: password } }\n"), "every entry of defaultScopes must be the name of one of scopes"),
-        ("oauth2 without a grant", system_with_scheme("    - id: o\n      type: oauth2\n      oauth2: { tokenUrl: https://a.example.com/t, scopes: [], defaultScopes: [] }\n"), "spec.authSchemes[0].oauth2.grant: Required value"),
-        ("two auth schemes with one ID", system_with_scheme("    - { id: k, type: none }\n    - { id: k, type: basic-auth }\n"), "Duplicate value"),
-        ("auth scheme ID with a space", system_with_scheme("    - { id: \"api key\", type: none }\n"), "spec.authSchemes[0].id in body should match"),
-        ("system ID not a ULID", system(&format!("{SYSTEM_BASE}  systemId: \"12345\"\n")), "must be a Versori ID"),
-        ("unknown deletion policy", system(&format!("{SYSTEM_BASE}  deletionPolicy: Keep\n")), "Unsupported value: \"Keep\""),
-        ("project ID not a ULID", project_system("  projectId: my-project\n  environment: production\n  systemRef: { name: s }\n"), "must be a Versori ID"),
-        ("project system with no system", project_system(&format!("  projectId: {PROJECT}\n  environment: production\n")), "set exactly one of systemRef"),
-        ("project system with two systems", project_system(&format!("  projectId: {PROJECT}\n  environment: production\n  systemRef: {{ name: s }}\n  systemId: 01KKBR46SH7JES8AZ14EEAK0CX\n")), "set exactly one of systemRef"),
-        ("project system without environment", project_system(&format!("  projectId: {PROJECT}\n  systemRef: {{ name: s }}\n")), "spec.environment: Required value"),
-        ("connection template ID not a ULID", project_system(&format!("  projectId: {PROJECT}\n  environment: production\n  systemRef: {{ name: s }}\n  connectionTemplateId: abc\n")), "must be a Versori ID"),
-        ("connection without template", connection("  credentials: { bypass: true }\n"), "spec.projectSystemRef: Required value"),
-        ("two credentials", connection("  projectSystemRef: { name: t }\n  credentials:\n    bypass: true\n    apiKey: { secretKeyRef: { name: s, key: k } }\n"), "credentials must set exactly one of apiKey, basicAuth, oauth2ClientCredentials, oauth2Password and bypass"),
-        ("no credential member", connection("  projectSystemRef: { name: t }\n  credentials: {}\n"), "credentials must set exactly one of"),
-        ("bypass false", connection("  projectSystemRef: { name: t }\n  credentials: { bypass: false }\n"), "bypass must be true when set"),
-        ("secret reference without key", connection("  projectSystemRef: { name: t }\n  credentials: { apiKey: { secretKeyRef: { name: s } } }\n"), "spec.credentials.apiKey.secretKeyRef.key: Required value"),
-        ("secret in another namespace", connection("  projectSystemRef: { name: t }\n  credentials: { apiKey: { secretKeyRef: { name: s, key: k, namespace: kube-system } } }\n"), "unknown field \"spec.credentials.apiKey.secretKeyRef.namespace\""),
-        ("client ID twice", connection("  projectSystemRef: { name: t }\n  credentials:\n    oauth2ClientCredentials:\n      clientId: c\n      clientIdSecretKeyRef: { name: s, key: id }\n      clientSecretSecretKeyRef: { name: s, key: secret }\n"), "set exactly one of clientId and clientIdSecretKeyRef"),
-        ("client credentials without secret", connection("  projectSystemRef: { name: t }\n  credentials: { oauth2ClientCredentials: { clientId: c } }\n"), "clientSecretSecretKeyRef: Required value"),
-        ("connection base URL not a URL", connection("  projectSystemRef: { name: t }\n  baseUrl: example.com/api\n  credentials: { bypass: true }\n"), "must be an absolute http or https URL"),
-        ("unknown credential kind", connection("  projectSystemRef: { name: t }\n  credentials: { jwt: { token: x } }\n"), "unknown field \"spec.credentials.jwt\""),
+        (
+            "system without domain",
+            system("  templateBaseUrl: https://api.example.com/\n"),
+            "spec.domain: Required value",
+        ),
+        (
+            "system base URL not a URL",
+            system("  domain: d\n  templateBaseUrl: not a url\n"),
+            "must be an absolute http or https URL",
+        ),
+        (
+            "system base URL not http",
+            system("  domain: d\n  templateBaseUrl: ftp://files.example.com/\n"),
+            "must be an absolute http or https URL",
+        ),
+        (
+            "auth scheme of an unknown type",
+            system_with_scheme("    - { id: s, type: saml }\n"),
+            "Unsupported value: \"saml\"",
+        ),
+        (
+            "api-key scheme without apiKey",
+            system_with_scheme("    - { id: k, type: api-key }\n"),
+            "apiKey must be set when type is api-key, and only then",
+        ),
+        (
+            "none scheme with apiKey",
+            system_with_scheme("    - { id: k, type: none, apiKey: { name: X, in: header } }\n"),
+            "apiKey must be set when type is api-key, and only then",
+        ),
+        (
+            "oauth2 scheme without oauth2",
+            system_with_scheme("    - { id: o, type: oauth2 }\n"),
+            "oauth2 must be set when type is oauth2, and only then",
+        ),
+        (
+            "hmac scheme without hmac",
+            system_with_scheme("    - { id: h, type: hmac }\n"),
+            "hmac must be set when type is hmac, and only then",
+        ),
+        (
+            "api key in the body",
+            system_with_scheme("    - { id: k, type: api-key, apiKey: { name: X, in: body } }\n"),
+            "Unsupported value: \"body\"",
+        ),
+        (
+            "hmac with md5",
+            system_with_scheme(
+                "    - { id: h, type: hmac, hmac: { name: X, in: header, algorithm: md5, digestInputs: [body], encoding: hex } }\n",
+            ),
+            "Unsupported value: \"md5\"",
+        ),
+        (
+            "hmac with no digest input",
+            system_with_scheme(
+                "    - { id: h, type: hmac, hmac: { name: X, in: header, algorithm: sha256, digestInputs: [], encoding: hex } }\n",
+            ),
+            "should have at least 1 items",
+        ),
+        (
+            "hmac with an unknown encoding",
+            system_with_scheme(
+                "    - { id: h, type: hmac, hmac: { name: X, in: header, algorithm: sha256, digestInputs: [url], encoding: base32 } }\n",
+            ),
+            "Unsupported value: \"base32\"",
+        ),
+        (
+            "oauth2 implicit grant",
+            oauth2_scheme("{ type: implicit }", ""),
+            "Unsupported value: \"implicit\"",
+        ),
+        (
+            "authorization code without authorizeUrl",
+            oauth2_scheme("{ type: authorizationCode, clientId: c }", ""),
+            "authorizeUrl is required for the authorizationCode grant",
+        ),
+        (
+            "client credentials grant with a client ID",
+            oauth2_scheme("{ type: clientCredentials, clientId: c }", ""),
+            "clientId and clientSecretRef are for the authorizationCode and password grants",
+        ),
+        (
+            "oauth2 token URL not a URL",
+            system_with_scheme(
+                "    - id: o\n      type: oauth2\n      oauth2: { tokenUrl: token, scopes: [], defaultScopes: [], grant: { type: password } }\n",
+            ),
+            "must be an absolute http or https URL",
+        ),
+        (
+            "default scope not offered",
+            system_with_scheme(
+                "    - id: o\n      type: oauth2\n      oauth2: { tokenUrl: https://a.example.com/t, scopes: [{ name: read }], defaultScopes: [write], grant: { type: password } }\n",
+            ),
+            "every entry of defaultScopes must be the name of one of scopes",
+        ),
+        (
+            "oauth2 without a grant",
+            system_with_scheme(
+                "    - id: o\n      type: oauth2\n      oauth2: { tokenUrl: https://a.example.com/t, scopes: [], defaultScopes: [] }\n",
+            ),
+            "spec.authSchemes[0].oauth2.grant: Required value",
+        ),
+        (
+            "two auth schemes with one ID",
+            system_with_scheme("    - { id: k, type: none }\n    - { id: k, type: basic-auth }\n"),
+            "Duplicate value",
+        ),
+        (
+            "auth scheme ID with a space",
+            system_with_scheme("    - { id: \"api key\", type: none }\n"),
+            "spec.authSchemes[0].id in body should match",
+        ),
+        (
+            "system ID not a ULID",
+            system(&format!("{SYSTEM_BASE}  systemId: \"12345\"\n")),
+            "must be a Versori ID",
+        ),
+        (
+            "unknown deletion policy",
+            system(&format!("{SYSTEM_BASE}  deletionPolicy: Keep\n")),
+            "Unsupported value: \"Keep\"",
+        ),
+        (
+            "project ID not a ULID",
+            project_system(
+                "  projectId: my-project\n  environment: production\n  systemRef: { name: s }\n",
+            ),
+            "must be a Versori ID",
+        ),
+        (
+            "project system with no system",
+            project_system(&format!(
+                "  projectId: {PROJECT}\n  environment: production\n"
+            )),
+            "set exactly one of systemRef",
+        ),
+        (
+            "project system with two systems",
+            project_system(&format!(
+                "  projectId: {PROJECT}\n  environment: production\n  systemRef: {{ name: s }}\n  systemId: 01KKBR46SH7JES8AZ14EEAK0CX\n"
+            )),
+            "set exactly one of systemRef",
+        ),
+        (
+            "project system without environment",
+            project_system(&format!(
+                "  projectId: {PROJECT}\n  systemRef: {{ name: s }}\n"
+            )),
+            "spec.environment: Required value",
+        ),
+        (
+            "connection template ID not a ULID",
+            project_system(&format!(
+                "  projectId: {PROJECT}\n  environment: production\n  systemRef: {{ name: s }}\n  connectionTemplateId: abc\n"
+            )),
+            "must be a Versori ID",
+        ),
+        (
+            "connection without template",
+            connection("  credentials: { bypass: true }\n"),
+            "spec.projectSystemRef: Required value",
+        ),
+        (
+            "two credentials",
+            connection(
+                "  projectSystemRef: { name: t }\n  credentials:\n    bypass: true\n    apiKey: { secretKeyRef: { name: s, key: k } }\n",
+            ),
+            "credentials must set exactly one of apiKey, basicAuth, oauth2ClientCredentials, oauth2Password and bypass",
+        ),
+        (
+            "no credential member",
+            connection("  projectSystemRef: { name: t }\n  credentials: {}\n"),
+            "credentials must set exactly one of",
+        ),
+        (
+            "bypass false",
+            connection("  projectSystemRef: { name: t }\n  credentials: { bypass: false }\n"),
+            "bypass must be true when set",
+        ),
+        (
+            "secret reference without key",
+            connection(
+                "  projectSystemRef: { name: t }\n  credentials: { apiKey: { secretKeyRef: { name: s } } }\n",
+            ),
+            "spec.credentials.apiKey.secretKeyRef.key: Required value",
+        ),
+        (
+            "secret in another namespace",
+            connection(
+                "  projectSystemRef: { name: t }\n  credentials: { apiKey: { secretKeyRef: { name: s, key: k, namespace: kube-system } } }\n",
+            ),
+            "unknown field \"spec.credentials.apiKey.secretKeyRef.namespace\"",
+        ),
+        (
+            "client ID twice",
+            connection(
+                "  projectSystemRef: { name: t }\n  credentials:\n    oauth2ClientCredentials:\n      clientId: c\n      clientIdSecretKeyRef: { name: s, key: id }\n      clientSecretSecretKeyRef: { name: s, key: secret }\n",
+            ),
+            "set exactly one of clientId and clientIdSecretKeyRef",
+        ),
+        (
+            "client credentials without secret",
+            connection(
+                "  projectSystemRef: { name: t }\n  credentials: { oauth2ClientCredentials: { clientId: c } }\n",
+            ),
+            "clientSecretSecretKeyRef: Required value",
+        ),
+        (
+            "connection base URL not a URL",
+            connection(
+                "  projectSystemRef: { name: t }\n  baseUrl: example.com/api\n  credentials: { bypass: true }\n",
+            ),
+            "must be an absolute http or https URL",
+        ),
+        (
+            "unknown credential kind",
+            connection("  projectSystemRef: { name: t }\n  credentials: { jwt: { token: x } }\n"),
+            "unknown field \"spec.credentials.jwt\"",
+        ),
     ]
 }
 
 /// Changes refused on update: (what, valid original, changed manifest, message).
 fn update_cases() -> Vec<(&'static str, String, String, &'static str)> {
     let ps = |extra: &str, env: &str, project: &str, system: &str| {
-        project_system(&format!("  projectId: {project}\n  environment: {env}\n  systemRef: {{ name: {system} }}\n{extra}"))
+        project_system(&format!(
+            "  projectId: {project}\n  environment: {env}\n  systemRef: {{ name: {system} }}\n{extra}"
+        ))
     };
     vec![
-        ("environment changed", ps("", "production", PROJECT, "s"), ps("", "staging", PROJECT, "s"), "environment cannot be changed"),
-        ("project changed", ps("", "production", PROJECT, "s"), ps("", "production", "01KKBR46SH7JES8AZ14EEAK0CY", "s"), "projectId cannot be changed"),
-        ("system changed", ps("", "production", PROJECT, "s"), ps("", "production", PROJECT, "other"), "the linked system cannot be changed"),
-        ("template ID changed", ps("  connectionTemplateId: 01KKBR46SH7JES8AZ14EEAK0CX\n", "production", PROJECT, "s"), ps("  connectionTemplateId: 01KKBR46SH7JES8AZ14EEAK0CY\n", "production", PROJECT, "s"), "connectionTemplateId cannot be changed"),
-        ("system ID changed", system(&format!("{SYSTEM_BASE}  systemId: 01KKBR46SH7JES8AZ14EEAK0CX\n")), system(&format!("{SYSTEM_BASE}  systemId: 01KKBR46SH7JES8AZ14EEAK0CY\n")), "systemId cannot be changed or removed once set"),
-        ("connection moved", connection("  projectSystemRef: { name: a }\n  credentials: { bypass: true }\n"), connection("  projectSystemRef: { name: b }\n  credentials: { bypass: true }\n"), "projectSystemRef cannot be changed"),
-        ("external ID added", connection("  projectSystemRef: { name: a }\n  credentials: { bypass: true }\n"), connection("  projectSystemRef: { name: a }\n  externalId: user-1\n  credentials: { bypass: true }\n"), "externalId cannot be added, changed or removed"),
+        (
+            "environment changed",
+            ps("", "production", PROJECT, "s"),
+            ps("", "staging", PROJECT, "s"),
+            "environment cannot be changed",
+        ),
+        (
+            "project changed",
+            ps("", "production", PROJECT, "s"),
+            ps("", "production", "01KKBR46SH7JES8AZ14EEAK0CY", "s"),
+            "projectId cannot be changed",
+        ),
+        (
+            "system changed",
+            ps("", "production", PROJECT, "s"),
+            ps("", "production", PROJECT, "other"),
+            "the linked system cannot be changed",
+        ),
+        (
+            "template ID changed",
+            ps(
+                "  connectionTemplateId: 01KKBR46SH7JES8AZ14EEAK0CX\n",
+                "production",
+                PROJECT,
+                "s",
+            ),
+            ps(
+                "  connectionTemplateId: 01KKBR46SH7JES8AZ14EEAK0CY\n",
+                "production",
+                PROJECT,
+                "s",
+            ),
+            "connectionTemplateId cannot be changed",
+        ),
+        (
+            "system ID changed",
+            system(&format!(
+                "{SYSTEM_BASE}  systemId: 01KKBR46SH7JES8AZ14EEAK0CX\n"
+            )),
+            system(&format!(
+                "{SYSTEM_BASE}  systemId: 01KKBR46SH7JES8AZ14EEAK0CY\n"
+            )),
+            "systemId cannot be changed or removed once set",
+        ),
+        (
+            "connection moved",
+            connection("  projectSystemRef: { name: a }\n  credentials: { bypass: true }\n"),
+            connection("  projectSystemRef: { name: b }\n  credentials: { bypass: true }\n"),
+            "projectSystemRef cannot be changed",
+        ),
+        (
+            "external ID added",
+            connection("  projectSystemRef: { name: a }\n  credentials: { bypass: true }\n"),
+            connection(
+                "  projectSystemRef: { name: a }\n  externalId: user-1\n  credentials: { bypass: true }\n",
+            ),
+            "externalId cannot be added, changed or removed",
+        ),
     ]
 }
 
 fn output_text(output: &std::process::Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
 }
 
 #[tokio::test]
@@ -101,29 +346,44 @@ async fn invalid_manifests_are_refused_with_a_message_that_says_what_to_fix() {
     let mut checked = 0;
     for (what, manifest, expected) in create_cases() {
         let namespace = cluster.namespace("invalid").await;
-        let output = cluster.kubectl_apply_stdin(&manifest, &["-n", &namespace, "--dry-run=server"]);
+        let output =
+            cluster.kubectl_apply_stdin(&manifest, &["-n", &namespace, "--dry-run=server"]);
         let text = output_text(&output);
         checked += 1;
         if output.status.success() || !text.contains(expected) {
-            failures.push(format!("{what}: expected a refusal containing {expected:?}, got ({}):\n{text}", output.status));
+            failures.push(format!(
+                "{what}: expected a refusal containing {expected:?}, got ({}):\n{text}",
+                output.status
+            ));
         }
     }
     for (what, original, changed, expected) in update_cases() {
         let namespace = cluster.namespace("immutable").await;
         let created = cluster.kubectl_apply_stdin(&original, &["-n", &namespace]);
         if !created.status.success() {
-            failures.push(format!("{what}: the valid original was refused:\n{}", output_text(&created)));
+            failures.push(format!(
+                "{what}: the valid original was refused:\n{}",
+                output_text(&created)
+            ));
             continue;
         }
         let output = cluster.kubectl_apply_stdin(&changed, &["-n", &namespace]);
         let text = output_text(&output);
         checked += 1;
         if output.status.success() || !text.contains(expected) {
-            failures.push(format!("{what}: expected a refusal containing {expected:?}, got ({}):\n{text}", output.status));
+            failures.push(format!(
+                "{what}: expected a refusal containing {expected:?}, got ({}):\n{text}",
+                output.status
+            ));
         }
     }
     assert!(checked >= 40, "only {checked} cases ran");
-    assert!(failures.is_empty(), "{} of {checked} cases failed:\n\n{}", failures.len(), failures.join("\n\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {checked} cases failed:\n\n{}",
+        failures.len(),
+        failures.join("\n\n")
+    );
 }
 
 #[tokio::test]
@@ -138,10 +398,18 @@ async fn every_example_is_accepted() {
         .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
         .collect();
     files.sort();
-    assert!(files.len() >= 6, "examples/ holds {} manifests", files.len());
+    assert!(
+        files.len() >= 6,
+        "examples/ holds {} manifests",
+        files.len()
+    );
     for file in files {
         let file = file.to_string_lossy().into_owned();
         let output = cluster.kubectl(&["apply", "--dry-run=server", "-n", &namespace, "-f", &file]);
-        assert!(output.status.success(), "{file} was refused:\n{}", output_text(&output));
+        assert!(
+            output.status.success(),
+            "{file} was refused:\n{}",
+            output_text(&output)
+        );
     }
 }

@@ -22,7 +22,11 @@ fn crds_parse_and_name_the_three_kinds() {
         let version = &crd.spec.versions[0];
         assert_eq!(version.name, "v1alpha1");
         assert!(
-            version.subresources.as_ref().and_then(|s| s.status.as_ref()).is_some(),
+            version
+                .subresources
+                .as_ref()
+                .and_then(|s| s.status.as_ref())
+                .is_some(),
             "{} has a status subresource",
             crd.spec.names.kind
         );

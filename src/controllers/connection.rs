@@ -35,7 +35,11 @@ impl Managed for Connection {
         self.spec.deletion_policy.unwrap_or_default()
     }
 
-    async fn apply(&self, rc: &Reconciling<'_, Self>, status: &mut ConnectionStatus) -> Result<String, Error> {
+    async fn apply(
+        &self,
+        rc: &Reconciling<'_, Self>,
+        status: &mut ConnectionStatus,
+    ) -> Result<String, Error> {
         let versori = &rc.ctx.versori;
         let template = resolve_template(self, rc).await?;
         if template.dynamic != self.spec.external_id.is_some() {
@@ -65,12 +69,20 @@ impl Managed for Connection {
                         external_id: self.spec.external_id.clone(),
                     })
                     .await
-                    .map_err(|e| external_id_error(&e, &template).unwrap_or_else(|| Error::versori("creating the Versori connection")(e)))?;
+                    .map_err(|e| {
+                        external_id_error(&e, &template)
+                            .unwrap_or_else(|| Error::versori("creating the Versori connection")(e))
+                    })?;
                 status.id = Some(created.id.clone());
                 status.credential_hash = Some(hash.clone());
                 status.credential_type = Some(desired.credential_type().as_str().to_owned());
                 rc.persist(status).await?;
-                rc.event("Created", "Create", format!("created Versori connection {name:?} with ID {}", created.id)).await;
+                rc.event(
+                    "Created",
+                    "Create",
+                    format!("created Versori connection {name:?} with ID {}", created.id),
+                )
+                .await;
                 created
             }
         };
@@ -103,7 +115,12 @@ impl Managed for Connection {
                 (true, false) => "credentials",
                 _ => "settings",
             };
-            rc.event("Updated", "Update", format!("updated the {what} of Versori connection {id}")).await;
+            rc.event(
+                "Updated",
+                "Update",
+                format!("updated the {what} of Versori connection {id}"),
+            )
+            .await;
         }
         status.id = Some(id.clone());
         status.connection_template_id = Some(template.template_id.clone());
@@ -113,7 +130,11 @@ impl Managed for Connection {
         Ok(format!("Versori connection {name:?} has ID {id}"))
     }
 
-    async fn delete(&self, rc: &Reconciling<'_, Self>, status: &mut ConnectionStatus) -> Result<(), Error> {
+    async fn delete(
+        &self,
+        rc: &Reconciling<'_, Self>,
+        status: &mut ConnectionStatus,
+    ) -> Result<(), Error> {
         let versori = &rc.ctx.versori;
         let id = match (status.id.clone(), status.system_id.clone()) {
             (Some(id), _) => id,
@@ -139,7 +160,12 @@ impl Managed for Connection {
         };
         match versori.delete_connection(&id).await {
             Ok(()) => {
-                rc.event("Deleted", "Delete", format!("deleted Versori connection {id}")).await;
+                rc.event(
+                    "Deleted",
+                    "Delete",
+                    format!("deleted Versori connection {id}"),
+                )
+                .await;
                 Ok(())
             }
             Err(e) if e.is_not_found() => Ok(()),
@@ -156,11 +182,15 @@ impl Connection {
 
     /// Whether the Connection references the Secret `name`.
     fn uses_secret(&self, name: &str) -> bool {
-        let Some(c) = &self.spec.credentials else { return false };
+        let Some(c) = &self.spec.credentials else {
+            return false;
+        };
         let refs = [
             c.api_key.as_ref().map(|k| k.secret_key_ref.name.as_str()),
             c.basic_auth.as_ref().map(|b| b.secret_ref.name.as_str()),
-            c.oauth2_password.as_ref().map(|b| b.secret_ref.name.as_str()),
+            c.oauth2_password
+                .as_ref()
+                .map(|b| b.secret_ref.name.as_str()),
             c.oauth2_client_credentials
                 .as_ref()
                 .map(|o| o.client_secret_secret_key_ref.name.as_str()),
@@ -184,18 +214,37 @@ struct Template {
     grant_type: Option<String>,
 }
 
-async fn resolve_template(obj: &Connection, rc: &Reconciling<'_, Connection>) -> Result<Template, Error> {
+async fn resolve_template(
+    obj: &Connection,
+    rc: &Reconciling<'_, Connection>,
+) -> Result<Template, Error> {
     let name = &obj.spec.project_system_ref.name;
     let api: Api<ProjectSystem> = Api::namespaced(rc.ctx.client.clone(), &rc.namespace);
-    let waiting = |message: String| Error::Waiting { reason: "WaitingForProjectSystem", message };
+    let waiting = |message: String| Error::Waiting {
+        reason: "WaitingForProjectSystem",
+        message,
+    };
     let ps = api
         .get_opt(name)
         .await
         .map_err(Error::kube("reading the referenced ProjectSystem"))?
-        .ok_or_else(|| waiting(format!("ProjectSystem {name:?} does not exist in this namespace yet")))?;
+        .ok_or_else(|| {
+            waiting(format!(
+                "ProjectSystem {name:?} does not exist in this namespace yet"
+            ))
+        })?;
     let status = ps.status.unwrap_or_default();
-    let ready = status.common.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True");
-    match (ready, status.connection_template_id, status.system_id, status.environment_id) {
+    let ready = status
+        .common
+        .conditions
+        .iter()
+        .any(|c| c.type_ == "Ready" && c.status == "True");
+    match (
+        ready,
+        status.connection_template_id,
+        status.system_id,
+        status.environment_id,
+    ) {
         (true, Some(template_id), Some(system_id), Some(environment_id)) => Ok(Template {
             project_id: ps.spec.project_id,
             environment_id,
@@ -205,7 +254,9 @@ async fn resolve_template(obj: &Connection, rc: &Reconciling<'_, Connection>) ->
             scheme_type: status.auth_scheme_type,
             grant_type: status.oauth2_grant_type,
         }),
-        _ => Err(waiting(format!("waiting for ProjectSystem {name:?} to be ready in Versori"))),
+        _ => Err(waiting(format!(
+            "waiting for ProjectSystem {name:?} to be ready in Versori"
+        ))),
     }
 }
 
@@ -250,7 +301,10 @@ fn external_id_mismatch(template: &Template) -> Error {
     } else {
         "the ProjectSystem is static: remove spec.externalId, or make the ProjectSystem dynamic"
     };
-    Error::InvalidReference { reason: "ExternalIdMismatch", message: message.into() }
+    Error::InvalidReference {
+        reason: "ExternalIdMismatch",
+        message: message.into(),
+    }
 }
 
 /// Which credential the template's auth scheme takes (the CLI's rules and words).
@@ -263,14 +317,21 @@ enum Kind {
     OAuth2Password,
 }
 
-fn select_credential(credentials: Option<&Credentials>, template: &Template) -> Result<Kind, Error> {
+fn select_credential(
+    credentials: Option<&Credentials>,
+    template: &Template,
+) -> Result<Kind, Error> {
     let given = credentials;
     if given.is_some_and(|c| c.bypass == Some(true)) {
         return Ok(Kind::Bypass);
     }
     let has = |f: fn(&Credentials) -> bool| given.is_some_and(f);
     // The CLI's complaints, word for word.
-    let missing = |what: &str| Err(Error::MissingCredential(format!("{what} for this connection template")));
+    let missing = |what: &str| {
+        Err(Error::MissingCredential(format!(
+            "{what} for this connection template"
+        )))
+    };
     match (template.scheme_type.as_deref(), template.grant_type.as_deref()) {
         (Some("api-key"), _) if has(|c| c.api_key.is_some()) => Ok(Kind::ApiKey),
         (Some("api-key"), _) => missing("api-key is required"),
@@ -295,24 +356,51 @@ fn select_credential(credentials: Option<&Credentials>, template: &Template) -> 
 enum Desired {
     Bypass,
     ApiKey(SecretValue),
-    BasicAuth { username: SecretValue, password: SecretValue },
-    OAuth2Client { client_id: SecretValue, client_secret: SecretValue, token_url: Option<String>, scopes: Option<Vec<String>> },
-    OAuth2Password { username: SecretValue, password: SecretValue },
+    BasicAuth {
+        username: SecretValue,
+        password: SecretValue,
+    },
+    OAuth2Client {
+        client_id: SecretValue,
+        client_secret: SecretValue,
+        token_url: Option<String>,
+        scopes: Option<Vec<String>>,
+    },
+    OAuth2Password {
+        username: SecretValue,
+        password: SecretValue,
+    },
 }
 
-async fn read_credential(obj: &Connection, kind: Kind, secrets: &mut SecretReader) -> Result<Desired, Error> {
+async fn read_credential(
+    obj: &Connection,
+    kind: Kind,
+    secrets: &mut SecretReader,
+) -> Result<Desired, Error> {
     let Some(c) = obj.spec.credentials.as_ref() else {
         return Ok(Desired::Bypass);
     };
     Ok(match kind {
         Kind::Bypass => Desired::Bypass,
         Kind::ApiKey => {
-            let Some(k) = &c.api_key else { return Ok(Desired::Bypass) };
-            Desired::ApiKey(secrets.read(&k.secret_key_ref.name, &k.secret_key_ref.key).await?)
+            let Some(k) = &c.api_key else {
+                return Ok(Desired::Bypass);
+            };
+            Desired::ApiKey(
+                secrets
+                    .read(&k.secret_key_ref.name, &k.secret_key_ref.key)
+                    .await?,
+            )
         }
         Kind::BasicAuth | Kind::OAuth2Password => {
-            let b = if kind == Kind::BasicAuth { &c.basic_auth } else { &c.oauth2_password };
-            let Some(b) = b else { return Ok(Desired::Bypass) };
+            let b = if kind == Kind::BasicAuth {
+                &c.basic_auth
+            } else {
+                &c.oauth2_password
+            };
+            let Some(b) = b else {
+                return Ok(Desired::Bypass);
+            };
             let username = secrets.read(&b.secret_ref.name, b.username_key()).await?;
             let password = secrets.read(&b.secret_ref.name, b.password_key()).await?;
             if kind == Kind::BasicAuth {
@@ -322,16 +410,26 @@ async fn read_credential(obj: &Connection, kind: Kind, secrets: &mut SecretReade
             }
         }
         Kind::OAuth2Client => {
-            let Some(o) = &c.oauth2_client_credentials else { return Ok(Desired::Bypass) };
+            let Some(o) = &c.oauth2_client_credentials else {
+                return Ok(Desired::Bypass);
+            };
             let client_id = match (&o.client_id, &o.client_id_secret_key_ref) {
                 (Some(id), _) => SecretValue::from(id.clone()),
                 (None, Some(r)) => secrets.read(&r.name, &r.key).await?,
                 (None, None) => SecretValue::from(String::new()),
             };
             let client_secret = secrets
-                .read(&o.client_secret_secret_key_ref.name, &o.client_secret_secret_key_ref.key)
+                .read(
+                    &o.client_secret_secret_key_ref.name,
+                    &o.client_secret_secret_key_ref.key,
+                )
                 .await?;
-            Desired::OAuth2Client { client_id, client_secret, token_url: o.token_url.clone(), scopes: o.scopes.clone() }
+            Desired::OAuth2Client {
+                client_id,
+                client_secret,
+                token_url: o.token_url.clone(),
+                scopes: o.scopes.clone(),
+            }
         }
     })
 }
@@ -354,10 +452,20 @@ impl Desired {
         let parts: Vec<(&str, &str)> = match self {
             Desired::Bypass => vec![("type", kind)],
             Desired::ApiKey(v) => vec![("type", kind), ("value", v.expose())],
-            Desired::BasicAuth { username, password } | Desired::OAuth2Password { username, password } => {
-                vec![("type", kind), ("username", username.expose()), ("password", password.expose())]
+            Desired::BasicAuth { username, password }
+            | Desired::OAuth2Password { username, password } => {
+                vec![
+                    ("type", kind),
+                    ("username", username.expose()),
+                    ("password", password.expose()),
+                ]
             }
-            Desired::OAuth2Client { client_id, client_secret, token_url, scopes: s } => {
+            Desired::OAuth2Client {
+                client_id,
+                client_secret,
+                token_url,
+                scopes: s,
+            } => {
                 scopes = s.as_ref().map(|s| s.join(" ")).unwrap_or_default();
                 vec![
                     ("type", kind),
@@ -372,7 +480,11 @@ impl Desired {
     }
 
     /// The credential as Versori takes it, carrying the template's auth scheme.
-    fn to_api(&self, organisation: &str, config: &Option<api::AuthSchemeConfig>) -> api::ConnectionCredential {
+    fn to_api(
+        &self,
+        organisation: &str,
+        config: &Option<api::AuthSchemeConfig>,
+    ) -> api::ConnectionCredential {
         let scheme = || config.clone().unwrap_or_else(api::AuthSchemeConfig::bypass);
         let credential = match self {
             Desired::Bypass => return api::ConnectionCredential::bypass(organisation),
@@ -383,15 +495,27 @@ impl Desired {
             Desired::OAuth2Password { username, password } => {
                 api::Credential::oauth2_password(organisation, username.expose(), password.clone())
             }
-            Desired::OAuth2Client { client_id, client_secret, token_url, scopes } => {
-                let default_url = config.as_ref().and_then(|c| c.oauth2.as_ref()).map(|o| o.token_url.clone());
+            Desired::OAuth2Client {
+                client_id,
+                client_secret,
+                token_url,
+                scopes,
+            } => {
+                let default_url = config
+                    .as_ref()
+                    .and_then(|c| c.oauth2.as_ref())
+                    .map(|o| o.token_url.clone());
                 let mut credential = api::Credential::oauth2_client(
                     organisation,
                     client_id.expose(),
                     client_secret.clone(),
                     token_url.clone().or(default_url).unwrap_or_default(),
                 );
-                if let Some(data) = credential.data.as_mut().and_then(|d| d.oauth2_client.as_mut()) {
+                if let Some(data) = credential
+                    .data
+                    .as_mut()
+                    .and_then(|d| d.oauth2_client.as_mut())
+                {
                     data.scopes = scopes.clone();
                 }
                 credential
@@ -416,13 +540,22 @@ async fn observe(
             Ok(connection) => {
                 if status.id.is_none() {
                     status.id = Some(id.clone());
-                    rc.event("Adopted", "Adopt", format!("adopted Versori connection {id} named in spec.connectionId")).await;
+                    rc.event(
+                        "Adopted",
+                        "Adopt",
+                        format!("adopted Versori connection {id} named in spec.connectionId"),
+                    )
+                    .await;
                 }
                 return Ok(Some(connection));
             }
             Err(e) if e.is_not_found() => {
                 if obj.spec.connection_id.as_deref() == Some(id.as_str()) {
-                    return Err(Error::AdoptTargetNotFound { what: "connection", id, field: "connectionId" });
+                    return Err(Error::AdoptTargetNotFound {
+                        what: "connection",
+                        id,
+                        field: "connectionId",
+                    });
                 }
                 tracing::info!(id, "the Versori connection is gone; creating it again");
                 status.id = None;
@@ -446,7 +579,15 @@ async fn observe(
             // What the interrupted attempt sent is unknown: send the credential again.
             status.credential_hash = None;
             rc.persist(status).await?;
-            rc.event("Adopted", "Adopt", format!("adopted Versori connection {} left by an interrupted create", connection.id)).await;
+            rc.event(
+                "Adopted",
+                "Adopt",
+                format!(
+                    "adopted Versori connection {} left by an interrupted create",
+                    connection.id
+                ),
+            )
+            .await;
             Ok(Some(connection))
         }
         1 => Err(Error::AlreadyExists {
@@ -458,7 +599,11 @@ async fn observe(
         _ => Err(Error::Ambiguous {
             what: "connection",
             name: name.to_owned(),
-            ids: found.iter().map(|c| c.id.as_str()).collect::<Vec<_>>().join(", "),
+            ids: found
+                .iter()
+                .map(|c| c.id.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
             field: "connectionId",
         }),
     }
@@ -468,7 +613,10 @@ async fn observe(
 /// ProjectSystems (a template becoming ready or switching auth scheme), and on changes to the
 /// Secrets they reference (rotation).
 pub async fn run(scope: Scope, ctx: Arc<Context>, shutdown: Shutdown) {
-    let controller = Controller::new(scope.api::<Connection>(), watcher::Config::default().any_semantic());
+    let controller = Controller::new(
+        scope.api::<Connection>(),
+        watcher::Config::default().any_semantic(),
+    );
     let store = controller.store();
     let by_secret = store.clone();
     controller
@@ -480,7 +628,9 @@ pub async fn run(scope: Scope, ctx: Arc<Context>, shutdown: Shutdown) {
                 store
                     .state()
                     .into_iter()
-                    .filter(|c| c.namespace() == namespace && c.spec.project_system_ref.name == name)
+                    .filter(|c| {
+                        c.namespace() == namespace && c.spec.project_system_ref.name == name
+                    })
                     .map(|c| ObjectRef::from_obj(&*c))
                     .collect::<Vec<_>>()
             },
@@ -500,7 +650,11 @@ pub async fn run(scope: Scope, ctx: Arc<Context>, shutdown: Shutdown) {
         )
         .with_config(Config::default().concurrency(scope.concurrency))
         .graceful_shutdown_on(shutdown)
-        .run(reconciler::reconcile::<Connection>, reconciler::error_policy::<Connection>, ctx)
+        .run(
+            reconciler::reconcile::<Connection>,
+            reconciler::error_policy::<Connection>,
+            ctx,
+        )
         .for_each(|result| async move {
             if let Err(error) = result {
                 tracing::debug!(%error, "Connection reconcile ended with an error");

@@ -56,7 +56,9 @@ impl Managed for ProjectSystem {
         let templates = versori
             .list_connection_templates(project, &environment_id)
             .await
-            .map_err(Error::versori("listing the environment's connection templates"))?;
+            .map_err(Error::versori(
+                "listing the environment's connection templates",
+            ))?;
         let template = match observe(self, rc, status, &templates, &name, &system_id).await? {
             Some(template) => template,
             None => {
@@ -119,7 +121,10 @@ impl Managed for ProjectSystem {
             rc.event(
                 "Updated",
                 "Update",
-                format!("updated connection template {template_id}: {}", describe(&update)),
+                format!(
+                    "updated connection template {template_id}: {}",
+                    describe(&update)
+                ),
             )
             .await;
             updated
@@ -156,7 +161,10 @@ impl Managed for ProjectSystem {
     ) -> Result<(), Error> {
         let versori = &rc.ctx.versori;
         let project = self.spec.project_id.as_str();
-        let id = match (status.connection_template_id.clone(), status.environment_id.clone()) {
+        let id = match (
+            status.connection_template_id.clone(),
+            status.environment_id.clone(),
+        ) {
             (Some(id), _) => id,
             // An interrupted create may have linked the system without recording the ID.
             (None, Some(environment_id)) if rc.create_pending() => {
@@ -164,7 +172,9 @@ impl Managed for ProjectSystem {
                 let templates = versori
                     .list_connection_templates(project, &environment_id)
                     .await
-                    .map_err(Error::versori("listing the environment's connection templates"))?;
+                    .map_err(Error::versori(
+                        "listing the environment's connection templates",
+                    ))?;
                 match templates.into_iter().find(|t| t.name == name) {
                     Some(t) if Some(t.id.as_str()) == status.system_id.as_deref() => {
                         t.connection_template_id
@@ -222,17 +232,33 @@ async fn resolve_system(
             .map_err(Error::kube("reading the referenced System"))?
             .ok_or_else(|| Error::Waiting {
                 reason: "WaitingForSystem",
-                message: format!("System {:?} does not exist in this namespace yet", reference.name),
+                message: format!(
+                    "System {:?} does not exist in this namespace yet",
+                    reference.name
+                ),
             })?;
         let status = system.status.as_ref();
         let ready = status
-            .map(|s| s.common.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+            .map(|s| {
+                s.common
+                    .conditions
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.status == "True")
+            })
             .unwrap_or(false);
         return match status.and_then(|s| s.id.clone()) {
-            Some(id) if ready => Ok((id, status.map(|s| s.auth_scheme_ids.clone()).unwrap_or_default())),
+            Some(id) if ready => Ok((
+                id,
+                status
+                    .map(|s| s.auth_scheme_ids.clone())
+                    .unwrap_or_default(),
+            )),
             _ => Err(Error::Waiting {
                 reason: "WaitingForSystem",
-                message: format!("waiting for System {:?} to be ready in Versori", reference.name),
+                message: format!(
+                    "waiting for System {:?} to be ready in Versori",
+                    reference.name
+                ),
             }),
         };
     }
@@ -265,16 +291,21 @@ async fn resolve_environment(
     if let Some(id) = &status.environment_id {
         return Ok(id.clone());
     }
-    let project = rc.ctx.versori.get_project(&obj.spec.project_id).await.map_err(|e| {
-        if e.is_not_found() {
-            Error::InvalidReference {
-                reason: "ProjectNotFound",
-                message: format!("Versori has no project with ID {}", obj.spec.project_id),
+    let project = rc
+        .ctx
+        .versori
+        .get_project(&obj.spec.project_id)
+        .await
+        .map_err(|e| {
+            if e.is_not_found() {
+                Error::InvalidReference {
+                    reason: "ProjectNotFound",
+                    message: format!("Versori has no project with ID {}", obj.spec.project_id),
+                }
+            } else {
+                Error::versori("reading the project")(e)
             }
-        } else {
-            Error::versori("reading the project")(e)
-        }
-    })?;
+        })?;
     match project.environment_by_name(&obj.spec.environment) {
         Some(environment) => Ok(environment.id.clone()),
         None => Err(Error::InvalidReference {
@@ -283,7 +314,11 @@ async fn resolve_environment(
                 "project {} has no environment named {:?} (it has {:?})",
                 obj.spec.project_id,
                 obj.spec.environment,
-                project.environments.iter().map(|e| e.name.as_str()).collect::<Vec<_>>()
+                project
+                    .environments
+                    .iter()
+                    .map(|e| e.name.as_str())
+                    .collect::<Vec<_>>()
             ),
         }),
     }
@@ -300,11 +335,20 @@ async fn observe(
     system_id: &str,
 ) -> Result<Option<api::ConnectionTemplate>, Error> {
     let adopt = obj.spec.connection_template_id.as_deref();
-    if let Some(id) = status.connection_template_id.clone().or(adopt.map(str::to_owned)) {
+    if let Some(id) = status
+        .connection_template_id
+        .clone()
+        .or(adopt.map(str::to_owned))
+    {
         if let Some(t) = templates.iter().find(|t| t.connection_template_id == id) {
             if status.connection_template_id.is_none() {
                 status.connection_template_id = Some(id.clone());
-                rc.event("Adopted", "Adopt", format!("adopted connection template {id} named in spec.connectionTemplateId")).await;
+                rc.event(
+                    "Adopted",
+                    "Adopt",
+                    format!("adopted connection template {id} named in spec.connectionTemplateId"),
+                )
+                .await;
             }
             return Ok(Some(t.clone()));
         }
@@ -315,7 +359,10 @@ async fn observe(
                 field: "connectionTemplateId",
             });
         }
-        tracing::info!(id, "the connection template is gone; linking the system again");
+        tracing::info!(
+            id,
+            "the connection template is gone; linking the system again"
+        );
         status.connection_template_id = None;
     }
     let Some(found) = templates.iter().find(|t| t.name == name) else {
@@ -328,7 +375,10 @@ async fn observe(
         rc.event(
             "Adopted",
             "Adopt",
-            format!("adopted connection template {} left by an interrupted create", found.connection_template_id),
+            format!(
+                "adopted connection template {} left by an interrupted create",
+                found.connection_template_id
+            ),
         )
         .await;
         return Ok(Some(found.clone()));
@@ -345,7 +395,10 @@ async fn observe(
 /// they link (a System becoming ready), and on Connection changes (a template waiting to be
 /// removed retries when its Connections go).
 pub async fn run(scope: Scope, ctx: Arc<Context>, shutdown: Shutdown) {
-    let controller = Controller::new(scope.api::<ProjectSystem>(), watcher::Config::default().any_semantic());
+    let controller = Controller::new(
+        scope.api::<ProjectSystem>(),
+        watcher::Config::default().any_semantic(),
+    );
     let store = controller.store();
     let deleting = store.clone();
     controller
@@ -371,7 +424,8 @@ pub async fn run(scope: Scope, ctx: Arc<Context>, shutdown: Shutdown) {
             move |connection| {
                 // Only a ProjectSystem waiting for its Connections to go cares.
                 let namespace = connection.namespace().unwrap_or_default();
-                let key = ObjectRef::<ProjectSystem>::new(&connection.spec.project_system_ref.name).within(&namespace);
+                let key = ObjectRef::<ProjectSystem>::new(&connection.spec.project_system_ref.name)
+                    .within(&namespace);
                 deleting
                     .get(&key)
                     .filter(|ps| ps.metadata.deletion_timestamp.is_some())

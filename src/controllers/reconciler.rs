@@ -285,10 +285,20 @@ async fn apply<K: Managed>(
     let result = obj.apply(&rc, &mut status).await;
     let generation = obj.meta().generation;
     match &result {
-        Ok(message) => set_ready(K::common(&mut status), true, "Available", message, generation),
-        Err(error) => {
-            set_ready(K::common(&mut status), false, error.reason(), &error.to_string(), generation)
-        }
+        Ok(message) => set_ready(
+            K::common(&mut status),
+            true,
+            "Available",
+            message,
+            generation,
+        ),
+        Err(error) => set_ready(
+            K::common(&mut status),
+            false,
+            error.reason(),
+            &error.to_string(),
+            generation,
+        ),
     }
     if status != old {
         write_status(api, obj, &status).await?;
@@ -302,7 +312,15 @@ async fn apply<K: Managed>(
         Err(error) => {
             let now = ready_reason(K::common(&mut status));
             if now != previous {
-                publish(ctx, obj, EventType::Warning, error.reason(), "Reconcile", error.to_string()).await;
+                publish(
+                    ctx,
+                    obj,
+                    EventType::Warning,
+                    error.reason(),
+                    "Reconcile",
+                    error.to_string(),
+                )
+                .await;
             }
             tracing::warn!(
                 kind = K::KIND,
@@ -334,7 +352,15 @@ async fn cleanup<K: Managed>(
     };
     let key = obj.uid().unwrap_or_else(|| obj.name_any());
     if obj.deletion_policy() == DeletionPolicy::Orphan {
-        rc.event("Orphaned", "Delete", format!("{} deleted; the Versori object was left in place (deletionPolicy: Orphan)", K::KIND)).await;
+        rc.event(
+            "Orphaned",
+            "Delete",
+            format!(
+                "{} deleted; the Versori object was left in place (deletionPolicy: Orphan)",
+                K::KIND
+            ),
+        )
+        .await;
         ctx.reset_backoff(&key);
         return Ok(Action::await_change());
     }
@@ -349,7 +375,13 @@ async fn cleanup<K: Managed>(
             let generation = obj.meta().generation;
             let previous = ready_reason(K::common(&mut status.clone()));
             let message = format!("deleting: {error}");
-            set_ready(K::common(&mut status), false, error.reason(), &message, generation);
+            set_ready(
+                K::common(&mut status),
+                false,
+                error.reason(),
+                &message,
+                generation,
+            );
             if status != old {
                 // The object may already be gone from the apiserver's point of view; a failed
                 // status write must not hide the delete error.
@@ -358,7 +390,15 @@ async fn cleanup<K: Managed>(
                 }
             }
             if ready_reason(K::common(&mut status)) != previous {
-                publish(ctx, obj, EventType::Warning, error.reason(), "Delete", message).await;
+                publish(
+                    ctx,
+                    obj,
+                    EventType::Warning,
+                    error.reason(),
+                    "Delete",
+                    message,
+                )
+                .await;
             }
             tracing::warn!(kind = K::KIND, namespace, name = %obj.name_any(), reason = error.reason(), error = %error, "delete waits");
             Err(error)

@@ -38,7 +38,11 @@ impl Managed for System {
         self.spec.deletion_policy.unwrap_or_default()
     }
 
-    async fn apply(&self, rc: &Reconciling<'_, Self>, status: &mut SystemStatus) -> Result<String, Error> {
+    async fn apply(
+        &self,
+        rc: &Reconciling<'_, Self>,
+        status: &mut SystemStatus,
+    ) -> Result<String, Error> {
         let name = self.versori_name();
         // Secrets first: a missing one stops here, before any Versori call.
         let (schemes, secret_hash) = desired_schemes(self, rc).await?;
@@ -62,7 +66,12 @@ impl Managed for System {
                 status.auth_scheme_ids = scheme_ids(&schemes);
                 status.secret_hash = Some(secret_hash.clone());
                 rc.persist(status).await?;
-                rc.event("Created", "Create", format!("created Versori system {name:?} with ID {}", created.id)).await;
+                rc.event(
+                    "Created",
+                    "Create",
+                    format!("created Versori system {name:?} with ID {}", created.id),
+                )
+                .await;
                 created
             }
         };
@@ -84,7 +93,12 @@ impl Managed for System {
                 )
                 .await
                 .map_err(Error::versori("updating the Versori system"))?;
-            rc.event("Updated", "Update", format!("updated name, domain or base URL of Versori system {id}")).await;
+            rc.event(
+                "Updated",
+                "Update",
+                format!("updated name, domain or base URL of Versori system {id}"),
+            )
+            .await;
         }
 
         let secrets_changed = status.secret_hash.as_deref() != Some(secret_hash.as_str());
@@ -104,7 +118,9 @@ impl Managed for System {
         status.secret_hash = Some(secret_hash);
         let mut removed = Vec::new();
         for observed in &system.auth_scheme_configs {
-            let Some(scheme_id) = observed.id() else { continue };
+            let Some(scheme_id) = observed.id() else {
+                continue;
+            };
             if schemes.iter().any(|d| d.id() == Some(scheme_id)) {
                 continue;
             }
@@ -124,14 +140,20 @@ impl Managed for System {
             rc.event(
                 "Updated",
                 "Update",
-                format!("auth schemes of Versori system {id}: updated {upserted:?}, removed {removed:?}"),
+                format!(
+                    "auth schemes of Versori system {id}: updated {upserted:?}, removed {removed:?}"
+                ),
             )
             .await;
         }
         Ok(format!("Versori system {name:?} has ID {id}"))
     }
 
-    async fn delete(&self, rc: &Reconciling<'_, Self>, status: &mut SystemStatus) -> Result<(), Error> {
+    async fn delete(
+        &self,
+        rc: &Reconciling<'_, Self>,
+        status: &mut SystemStatus,
+    ) -> Result<(), Error> {
         let versori = &rc.ctx.versori;
         let id = match status.id.clone() {
             Some(id) => id,
@@ -197,13 +219,22 @@ async fn observe(
             Ok(system) => {
                 if status.id.is_none() {
                     status.id = Some(id.clone());
-                    rc.event("Adopted", "Adopt", format!("adopted Versori system {id} named in spec.systemId")).await;
+                    rc.event(
+                        "Adopted",
+                        "Adopt",
+                        format!("adopted Versori system {id} named in spec.systemId"),
+                    )
+                    .await;
                 }
                 return Ok(Some(system));
             }
             Err(e) if e.is_not_found() => {
                 if obj.spec.system_id.as_deref() == Some(id.as_str()) {
-                    return Err(Error::AdoptTargetNotFound { what: "system", id, field: "systemId" });
+                    return Err(Error::AdoptTargetNotFound {
+                        what: "system",
+                        id,
+                        field: "systemId",
+                    });
                 }
                 // Deleted behind the operator's back: create it again.
                 tracing::info!(id, "the Versori system is gone; creating it again");
@@ -225,7 +256,15 @@ async fn observe(
             let system = found.swap_remove(0);
             status.id = Some(system.id.clone());
             rc.persist(status).await?;
-            rc.event("Adopted", "Adopt", format!("adopted Versori system {} left by an interrupted create", system.id)).await;
+            rc.event(
+                "Adopted",
+                "Adopt",
+                format!(
+                    "adopted Versori system {} left by an interrupted create",
+                    system.id
+                ),
+            )
+            .await;
             Ok(Some(system))
         }
         1 => Err(Error::AlreadyExists {
@@ -237,14 +276,21 @@ async fn observe(
         _ => Err(Error::Ambiguous {
             what: "system",
             name: name.to_owned(),
-            ids: found.iter().map(|s| s.id.as_str()).collect::<Vec<_>>().join(", "),
+            ids: found
+                .iter()
+                .map(|s| s.id.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
             field: "systemId",
         }),
     }
 }
 
 fn scheme_ids(schemes: &[api::AuthSchemeConfig]) -> Vec<String> {
-    schemes.iter().filter_map(|s| s.id().map(str::to_owned)).collect()
+    schemes
+        .iter()
+        .filter_map(|s| s.id().map(str::to_owned))
+        .collect()
 }
 
 fn has_secret(scheme: &api::AuthSchemeConfig) -> bool {
@@ -259,9 +305,14 @@ fn has_secret(scheme: &api::AuthSchemeConfig) -> bool {
 /// A scheme without what Versori generates or redacts, for comparing desired with observed.
 fn comparable(scheme: &api::AuthSchemeConfig) -> api::AuthSchemeConfig {
     let mut scheme = scheme.clone();
-    for simple in [&mut scheme.none, &mut scheme.basic_auth, &mut scheme.certificate, &mut scheme.oauth1]
-        .into_iter()
-        .flatten()
+    for simple in [
+        &mut scheme.none,
+        &mut scheme.basic_auth,
+        &mut scheme.certificate,
+        &mut scheme.oauth1,
+    ]
+    .into_iter()
+    .flatten()
     {
         simple.validation_messages = None;
     }
@@ -273,7 +324,10 @@ fn comparable(scheme: &api::AuthSchemeConfig) -> api::AuthSchemeConfig {
     }
     if let Some(o) = scheme.oauth2.as_mut() {
         o.validation_messages = None;
-        for grant in [&mut o.grant.authorization_code, &mut o.grant.password].into_iter().flatten() {
+        for grant in [&mut o.grant.authorization_code, &mut o.grant.password]
+            .into_iter()
+            .flatten()
+        {
             grant.client_secret = None;
             grant.credential_id = None;
             grant.organisation_id = None;
@@ -292,7 +346,11 @@ async fn desired_schemes(
     let mut schemes = Vec::new();
     let mut secret_values = Vec::new();
     for scheme in &obj.spec.auth_schemes {
-        let client_secret = match scheme.oauth2.as_ref().and_then(|o| o.grant.client_secret_ref.as_ref()) {
+        let client_secret = match scheme
+            .oauth2
+            .as_ref()
+            .and_then(|o| o.grant.client_secret_ref.as_ref())
+        {
             Some(r) => Some(secrets.read(&r.name, &r.key).await?),
             None => None,
         };
@@ -303,7 +361,9 @@ async fn desired_schemes(
     }
     let hash = hash_secrets(
         &rc.uid(),
-        secret_values.iter().map(|(id, v)| (id.as_str(), v.as_str())),
+        secret_values
+            .iter()
+            .map(|(id, v)| (id.as_str(), v.as_str())),
     );
     Ok((schemes, hash))
 }
@@ -317,7 +377,10 @@ fn location(l: ParameterLocation) -> api::ApiKeyLocation {
 }
 
 /// One spec auth scheme as Versori's `AuthSchemeConfig`.
-fn to_api(scheme: &AuthScheme, client_secret: Option<crate::versori::SecretValue>) -> api::AuthSchemeConfig {
+fn to_api(
+    scheme: &AuthScheme,
+    client_secret: Option<crate::versori::SecretValue>,
+) -> api::AuthSchemeConfig {
     let id = scheme.id.clone();
     let description = scheme.description.clone().unwrap_or_default();
     match scheme.type_ {
@@ -325,9 +388,13 @@ fn to_api(scheme: &AuthScheme, client_secret: Option<crate::versori::SecretValue
         AuthSchemeType::BasicAuth => api::AuthSchemeConfig::basic_auth(id, description),
         AuthSchemeType::Certificate => api::AuthSchemeConfig::certificate(id, description),
         AuthSchemeType::ApiKey => match &scheme.api_key {
-            Some(k) => api::AuthSchemeConfig::api_key(id, description, k.name.clone(), location(k.in_)),
+            Some(k) => {
+                api::AuthSchemeConfig::api_key(id, description, k.name.clone(), location(k.in_))
+            }
             // CEL makes apiKey present for this type; keep a valid body regardless.
-            None => api::AuthSchemeConfig::api_key(id, description, "", api::ApiKeyLocation::Header),
+            None => {
+                api::AuthSchemeConfig::api_key(id, description, "", api::ApiKeyLocation::Header)
+            }
         },
         AuthSchemeType::Hmac => {
             let h = scheme.hmac.clone();
@@ -385,7 +452,10 @@ fn to_api(scheme: &AuthScheme, client_secret: Option<crate::versori::SecretValue
             out.scopes = o
                 .scopes
                 .iter()
-                .map(|s| api::OAuth2Scope { name: s.name.clone(), description: s.description.clone() })
+                .map(|s| api::OAuth2Scope {
+                    name: s.name.clone(),
+                    description: s.description.clone(),
+                })
                 .collect();
             out.default_scopes = o.default_scopes.clone();
             out.authorize_url = o.authorize_url.clone();
@@ -403,7 +473,10 @@ fn to_api(scheme: &AuthScheme, client_secret: Option<crate::versori::SecretValue
 /// reference, and on ProjectSystem changes (a System waiting to be deleted retries when the
 /// ProjectSystems using it go).
 pub async fn run(scope: Scope, ctx: Arc<Context>, shutdown: Shutdown) {
-    let controller = Controller::new(scope.api::<System>(), watcher::Config::default().any_semantic());
+    let controller = Controller::new(
+        scope.api::<System>(),
+        watcher::Config::default().any_semantic(),
+    );
     let store = controller.store();
     let by_secret = store.clone();
     let deleting = store.clone();
@@ -440,7 +513,11 @@ pub async fn run(scope: Scope, ctx: Arc<Context>, shutdown: Shutdown) {
         )
         .with_config(Config::default().concurrency(scope.concurrency))
         .graceful_shutdown_on(shutdown)
-        .run(reconciler::reconcile::<System>, reconciler::error_policy::<System>, ctx)
+        .run(
+            reconciler::reconcile::<System>,
+            reconciler::error_policy::<System>,
+            ctx,
+        )
         .for_each(|result| async move {
             if let Err(error) = result {
                 tracing::debug!(%error, "System reconcile ended with an error");

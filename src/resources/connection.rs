@@ -22,12 +22,32 @@ use super::project_system::push_immutable;
     status = "ConnectionStatus",
     shortname = "vconn",
     category = "versori",
-    printcolumn(name = "Template", type_ = "string", json_path = ".spec.projectSystemRef.name"),
+    printcolumn(
+        name = "Template",
+        type_ = "string",
+        json_path = ".spec.projectSystemRef.name"
+    ),
     printcolumn(name = "Id", type_ = "string", json_path = ".status.id"),
-    printcolumn(name = "Credential", type_ = "string", json_path = ".status.credentialType"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
-    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Credential",
+        type_ = "string",
+        json_path = ".status.credentialType"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[x_kube(validation = Rule::new("has(self.externalId) == has(oldSelf.externalId) && (!has(self.externalId) || self.externalId == oldSelf.externalId)").message("externalId cannot be added, changed or removed: Versori keeps a connection's end user for its lifetime; create a new Connection instead"))]
 #[x_kube(validation = Rule::new("!has(oldSelf.connectionId) || (has(self.connectionId) && self.connectionId == oldSelf.connectionId)").message("connectionId cannot be changed or removed once set"))]

@@ -10,10 +10,10 @@ pub use connection::{Connection, ConnectionSpec, ConnectionStatus, Credentials};
 pub use project_system::{ProjectSystem, ProjectSystemSpec, ProjectSystemStatus};
 pub use system::{AuthScheme, AuthSchemeType, System, SystemSpec, SystemStatus};
 
-use kube::CustomResourceExt;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
     CustomResourceDefinition, JSONSchemaProps, JSONSchemaPropsOrArray, JSONSchemaPropsOrBool,
 };
+use kube::CustomResourceExt;
 
 /// The three CRDs, in dependency order.
 ///
@@ -24,7 +24,11 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
     let mut crds = vec![System::crd(), ProjectSystem::crd(), Connection::crd()];
     for crd in &mut crds {
         for version in &mut crd.spec.versions {
-            if let Some(schema) = version.schema.as_mut().and_then(|s| s.open_api_v3_schema.as_mut()) {
+            if let Some(schema) = version
+                .schema
+                .as_mut()
+                .and_then(|s| s.open_api_v3_schema.as_mut())
+            {
                 strip_defaults(schema);
             }
         }

@@ -21,13 +21,38 @@ use super::common::{CommonStatus, DeletionPolicy, LocalObjectRef, ulid_schema};
     category = "versori",
     printcolumn(name = "Template Name", type_ = "string", json_path = ".status.name"),
     printcolumn(name = "Id", type_ = "string", json_path = ".status.systemId"),
-    printcolumn(name = "ConnectionTemplateId", type_ = "string", json_path = ".status.connectionTemplateId"),
-    printcolumn(name = "TemplateBaseUrl", type_ = "string", json_path = ".status.templateBaseUrl"),
+    printcolumn(
+        name = "ConnectionTemplateId",
+        type_ = "string",
+        json_path = ".status.connectionTemplateId"
+    ),
+    printcolumn(
+        name = "TemplateBaseUrl",
+        type_ = "string",
+        json_path = ".status.templateBaseUrl"
+    ),
     printcolumn(name = "Dynamic", type_ = "boolean", json_path = ".status.dynamic"),
-    printcolumn(name = "AuthSchemeConfigs.Type", type_ = "string", json_path = ".status.authSchemeType"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
-    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason", priority = 1),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "AuthSchemeConfigs.Type",
+        type_ = "string",
+        json_path = ".status.authSchemeType"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[x_kube(validation = Rule::new("has(self.systemRef) != has(self.systemId)").message("set exactly one of systemRef (a System in this namespace) and systemId (the ID of a Versori system)"))]
 #[x_kube(validation = Rule::new("has(self.systemRef) == has(oldSelf.systemRef) && (!has(self.systemRef) || self.systemRef.name == oldSelf.systemRef.name) && has(self.systemId) == has(oldSelf.systemId) && (!has(self.systemId) || self.systemId == oldSelf.systemId)").message("the linked system cannot be changed: Versori cannot move a connection template to another system; create a new ProjectSystem instead"))]
@@ -70,13 +95,19 @@ pub struct ProjectSystemSpec {
 
 fn project_id_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
     let mut schema = ulid_schema(generator);
-    push_immutable(&mut schema, "projectId cannot be changed: create a new ProjectSystem instead");
+    push_immutable(
+        &mut schema,
+        "projectId cannot be changed: create a new ProjectSystem instead",
+    );
     schema
 }
 
 fn environment_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     let mut schema = schemars::json_schema!({ "type": "string", "minLength": 1, "maxLength": 253 });
-    push_immutable(&mut schema, "environment cannot be changed: create a new ProjectSystem instead");
+    push_immutable(
+        &mut schema,
+        "environment cannot be changed: create a new ProjectSystem instead",
+    );
     schema
 }
 
@@ -84,10 +115,16 @@ fn environment_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
 pub(crate) fn push_immutable(schema: &mut schemars::Schema, message: &str) {
     let rule = serde_json::json!({ "rule": "self == oldSelf", "message": message });
     if let Some(object) = schema.as_object_mut() {
-        match object.get_mut("x-kubernetes-validations").and_then(|v| v.as_array_mut()) {
+        match object
+            .get_mut("x-kubernetes-validations")
+            .and_then(|v| v.as_array_mut())
+        {
             Some(rules) => rules.push(rule),
             None => {
-                object.insert("x-kubernetes-validations".into(), serde_json::Value::Array(vec![rule]));
+                object.insert(
+                    "x-kubernetes-validations".into(),
+                    serde_json::Value::Array(vec![rule]),
+                );
             }
         }
     }

@@ -24,9 +24,22 @@ use super::common::{CommonStatus, DeletionPolicy, SecretKeyRef, ulid_schema, url
     category = "versori",
     printcolumn(name = "Domain", type_ = "string", json_path = ".spec.domain"),
     printcolumn(name = "Id", type_ = "string", json_path = ".status.id"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
-    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason", priority = 1),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[x_kube(validation = Rule::new("!has(oldSelf.systemId) || (has(self.systemId) && self.systemId == oldSelf.systemId)").message("systemId cannot be changed or removed once set"))]
 #[serde(rename_all = "camelCase")]
@@ -103,7 +116,10 @@ impl AuthSchemeType {
 #[serde(rename_all = "camelCase")]
 pub struct AuthScheme {
     /// The scheme's ID, chosen by you and unique within the system, such as `api-key` or `oauth2-code`.
-    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$"))]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$")
+    )]
     pub id: String,
     /// The kind of authentication: none, api-key, basic-auth, oauth2, hmac or certificate.
     #[serde(rename = "type")]

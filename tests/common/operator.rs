@@ -52,7 +52,11 @@ fn free_port() -> u16 {
 
 impl Operator {
     /// Starts the operator against the test cluster and the emulator.
-    pub fn start(cluster: &TestCluster, emulator: &Emulator, options: &OperatorOptions) -> Operator {
+    pub fn start(
+        cluster: &TestCluster,
+        emulator: &Emulator,
+        options: &OperatorOptions,
+    ) -> Operator {
         let log = cluster.dir.join(format!(
             "operator-{}-{}-{}.log",
             options.namespace,
