@@ -1016,3 +1016,72 @@ async fn two_replicas_one_leads_and_the_other_takes_over() {
     let state = emulator.state().await;
     assert_eq!(by_name(&state, "systems", "after-failover").len(), 1);
 }
+
+#[tokio::test]
+async fn metrics_and_probes_answer_after_a_reconcile() {
+    let world = World::start("metrics").await;
+    world.apply_examples();
+    world.wait_examples_ready().await;
+    let http = reqwest::Client::new();
+    let base = format!("http://{}", world.operator.metrics_addr);
+    for probe in ["/healthz", "/readyz"] {
+        let response = http
+            .get(format!("{base}{probe}"))
+            .send()
+            .await
+            .expect(probe);
+        assert!(
+            response.status().is_success(),
+            "{probe}: {}",
+            response.status()
+        );
+    }
+    let metrics = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("/metrics")
+        .text()
+        .await
+        .expect("/metrics body");
+    for series in [
+        "versori_operator_reconciliations_total{kind=\"System\"}",
+        "versori_operator_reconciliations_total{kind=\"ProjectSystem\"}",
+        "versori_operator_reconciliations_total{kind=\"Connection\"}",
+        "versori_operator_reconcile_duration_seconds_bucket{",
+        "versori_operator_reconciles_in_flight{kind=\"Connection\"}",
+        "versori_operator_queue_depth{kind=\"System\"}",
+        "versori_api_requests_total{operation=\"create_system\",method=\"POST\",status=\"201\"}",
+        "versori_api_requests_total{operation=\"create_connection\",method=\"POST\",status=\"201\"}",
+        "versori_api_request_duration_seconds_bucket{operation=\"list_systems\"",
+    ] {
+        assert!(
+            metrics.contains(series),
+            "{series} missing from /metrics:\n{metrics}"
+        );
+    }
+    // A failure is counted with its reason.
+    world.apply(
+        "apiVersion: versori.com/v1alpha1\nkind: Connection\nmetadata: { name: no-key }\nspec:\n  projectSystemRef: { name: example-oauth2 }\n",
+    );
+    world
+        .wait_reason(
+            "connection",
+            "no-key",
+            "MissingCredential",
+            Duration::from_secs(30),
+        )
+        .await;
+    let metrics = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("/metrics")
+        .text()
+        .await
+        .expect("body");
+    assert!(
+        metrics.contains("versori_operator_reconcile_errors_total{kind=\"Connection\",reason=\"MissingCredential\"}"),
+        "the error is counted:\n{metrics}"
+    );
+}

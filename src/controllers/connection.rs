@@ -6,7 +6,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{Config, Controller, watcher};
+use kube::runtime::{Controller, watcher};
 use kube::{Api, ResourceExt};
 
 use super::Shutdown;
@@ -648,7 +648,6 @@ pub async fn run(scope: Scope, ctx: Arc<Context>, shutdown: Shutdown) {
                     .collect::<Vec<_>>()
             },
         )
-        .with_config(Config::default().concurrency(scope.concurrency))
         .graceful_shutdown_on(shutdown)
         .run(
             reconciler::reconcile::<Connection>,

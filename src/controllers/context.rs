@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use kube::runtime::events::{Recorder, Reporter};
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::metrics::Metrics;
 use crate::versori::VersoriClient;
@@ -26,6 +27,7 @@ pub struct Context {
     /// Base interval of the drift resync.
     pub resync_interval: Duration,
     backoffs: Mutex<HashMap<String, ExponentialBackoff>>,
+    slots: HashMap<&'static str, Semaphore>,
 }
 
 impl Context {
@@ -35,6 +37,7 @@ impl Context {
         versori: VersoriClient,
         metrics: Arc<Metrics>,
         resync_interval: Duration,
+        concurrency: u16,
     ) -> Self {
         let reporter = Reporter {
             controller: MANAGER.into(),
@@ -47,7 +50,22 @@ impl Context {
             metrics,
             resync_interval,
             backoffs: Mutex::new(HashMap::new()),
+            slots: ["System", "ProjectSystem", "Connection"]
+                .into_iter()
+                .map(|kind| (kind, Semaphore::new(usize::from(concurrency.max(1)))))
+                .collect(),
         }
+    }
+
+    /// Waits for one of the kind's reconcile slots. kube-runtime's own queue is not observable,
+    /// so the controllers run unbounded there and queue here instead, where the wait shows as
+    /// `versori_operator_queue_depth`. kube-runtime still never runs one object twice at once.
+    pub async fn reconcile_slot(&self, kind: &'static str) -> Option<SemaphorePermit<'_>> {
+        let slots = self.slots.get(kind)?;
+        self.metrics.queue_wait_started(kind);
+        let permit = slots.acquire().await.ok();
+        self.metrics.queue_wait_finished(kind);
+        permit
     }
 
     /// The next retry delay for a failing object: exponential from 1 s to 60 s with jitter

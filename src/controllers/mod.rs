@@ -28,7 +28,7 @@ use crate::versori::VersoriClient;
 pub struct ControllerSettings {
     /// Namespaces to watch; empty means all.
     pub watch_namespaces: Vec<String>,
-    /// Reconciles running at once, per kind and watched namespace.
+    /// Reconciles of one kind running at once.
     pub concurrency: u16,
     /// How often a Ready object is read back from Versori to restore drift (with jitter).
     pub resync_interval: Duration,
@@ -53,6 +53,7 @@ pub async fn run_controllers(
         versori,
         metrics,
         settings.resync_interval,
+        settings.concurrency,
     ));
     let namespaces: Vec<Option<String>> = if settings.watch_namespaces.is_empty() {
         vec![None]
@@ -68,7 +69,6 @@ pub async fn run_controllers(
         let scope = reconciler::Scope {
             client: client.clone(),
             namespace,
-            concurrency: settings.concurrency,
         };
         runs.push(system::run(scope.clone(), ctx.clone(), shutdown.clone()).boxed());
         runs.push(project_system::run(scope.clone(), ctx.clone(), shutdown.clone()).boxed());

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{Config, Controller, watcher};
+use kube::runtime::{Controller, watcher};
 use kube::{Api, ResourceExt};
 
 use super::Shutdown;
@@ -432,7 +432,6 @@ pub async fn run(scope: Scope, ctx: Arc<Context>, shutdown: Shutdown) {
                     .map(|_| key)
             },
         )
-        .with_config(Config::default().concurrency(scope.concurrency))
         .graceful_shutdown_on(shutdown)
         .run(
             reconciler::reconcile::<ProjectSystem>,

@@ -33,8 +33,6 @@ pub struct Scope {
     pub client: kube::Client,
     /// The namespace to watch, or all.
     pub namespace: Option<String>,
-    /// Reconciles at once.
-    pub concurrency: u16,
 }
 
 impl Scope {
@@ -227,6 +225,7 @@ fn ready_reason(status: &mut CommonStatus) -> Option<(String, String)> {
 pub async fn reconcile<K: Managed>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Action, Error> {
     let namespace = obj.namespace().ok_or(Error::NoNamespace)?;
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &namespace);
+    let _slot = ctx.reconcile_slot(K::KIND).await;
     let timer = ctx.metrics.reconcile_started(K::KIND);
     let span = tracing::info_span!("reconcile", kind = K::KIND, namespace = %namespace, object = %obj.name_any());
     let result = tracing::Instrument::instrument(

@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{Config, Controller, watcher};
+use kube::runtime::{Controller, watcher};
 
 use super::Shutdown;
 use super::context::Context;
@@ -511,7 +511,6 @@ pub async fn run(scope: Scope, ctx: Arc<Context>, shutdown: Shutdown) {
                     })
             },
         )
-        .with_config(Config::default().concurrency(scope.concurrency))
         .graceful_shutdown_on(shutdown)
         .run(
             reconciler::reconcile::<System>,
