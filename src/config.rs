@@ -112,6 +112,30 @@ pub struct RunArgs {
     /// Log line format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
     pub log_format: LogFormat,
+
+    /// Public base URL of the OAuth 2.0 callback (what a browser reaches, e.g.
+    /// https://versori-operator.example.com). Unset: authorization code connections cannot be
+    /// authorized in the cluster.
+    #[arg(long, env = "OAUTH2_CALLBACK_URL", value_name = "URL")]
+    pub oauth2_callback_url: Option<String>,
+
+    /// Address the OAuth 2.0 callback listens on (it serves only /oauth2/callback).
+    #[arg(
+        long,
+        env = "OAUTH2_CALLBACK_ADDR",
+        value_name = "ADDR",
+        default_value = "0.0.0.0:8081"
+    )]
+    pub oauth2_callback_addr: String,
+
+    /// How long an authorization URL stays valid before a new one is started.
+    #[arg(
+        long,
+        env = "OAUTH2_AUTHORIZATION_TTL",
+        value_name = "DURATION",
+        default_value = "10m"
+    )]
+    pub oauth2_authorization_ttl: String,
 }
 
 /// A configuration problem; each message is one line naming the variable to fix.
@@ -169,6 +193,27 @@ pub enum ConfigError {
     InvalidLeaseNamespace(String),
     #[error("POD_NAME (--identity) must be 1 to 100 characters without whitespace")]
     InvalidIdentity,
+    #[error(
+        "OAUTH2_CALLBACK_URL `{0}` is not valid: use the public http(s) base URL browsers reach, such as https://versori-operator.example.com"
+    )]
+    InvalidCallbackUrl(String),
+    #[error(
+        "OAUTH2_CALLBACK_ADDR `{0}` is not valid: use host:port such as 0.0.0.0:8081, or :8081"
+    )]
+    InvalidCallbackAddr(String),
+    #[error("OAUTH2_AUTHORIZATION_TTL `{0}` is not valid: use a duration such as 10m")]
+    InvalidAuthorizationTtl(String),
+}
+
+/// Where the OAuth 2.0 authorization code callback is served and reached.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OAuth2CallbackConfig {
+    /// The redirect URL given to Versori: `{public base}/oauth2/callback`.
+    pub redirect_url: Url,
+    /// The listen address.
+    pub addr: SocketAddr,
+    /// How long an authorization stays valid.
+    pub ttl: Duration,
 }
 
 /// The validated configuration of `versori-operator run`.
@@ -187,6 +232,7 @@ pub struct OperatorConfig {
     /// `Some` when leader election is on.
     pub leader_election: Option<LeaseSettings>,
     pub log_format: LogFormat,
+    pub oauth2_callback: Option<OAuth2CallbackConfig>,
 }
 
 impl fmt::Debug for OperatorConfig {
@@ -202,6 +248,7 @@ impl fmt::Debug for OperatorConfig {
             .field("metrics_addr", &self.metrics_addr)
             .field("leader_election", &self.leader_election)
             .field("log_format", &self.log_format)
+            .field("oauth2_callback", &self.oauth2_callback)
             .finish()
     }
 }
@@ -280,6 +327,35 @@ impl RunArgs {
             None
         };
 
+        let oauth2_callback = match self.oauth2_callback_url.as_deref().map(str::trim) {
+            Some(public) if !public.is_empty() => {
+                let invalid = || ConfigError::InvalidCallbackUrl(public.to_owned());
+                let mut base = Url::parse(public).map_err(|_| invalid())?;
+                if !matches!(base.scheme(), "http" | "https") || base.host().is_none() {
+                    return Err(invalid());
+                }
+                if !base.path().ends_with('/') {
+                    let path = format!("{}/", base.path());
+                    base.set_path(&path);
+                }
+                let redirect_url = base.join("oauth2/callback").map_err(|_| invalid())?;
+                let addr = parse_listen_addr(&self.oauth2_callback_addr).ok_or_else(|| {
+                    ConfigError::InvalidCallbackAddr(self.oauth2_callback_addr.clone())
+                })?;
+                let ttl = parse_duration(&self.oauth2_authorization_ttl)
+                    .filter(|d| !d.is_zero())
+                    .ok_or_else(|| {
+                        ConfigError::InvalidAuthorizationTtl(self.oauth2_authorization_ttl.clone())
+                    })?;
+                Some(OAuth2CallbackConfig {
+                    redirect_url,
+                    addr,
+                    ttl,
+                })
+            }
+            _ => None,
+        };
+
         Ok(OperatorConfig {
             api_url,
             organisation,
@@ -291,6 +367,7 @@ impl RunArgs {
             metrics_addr,
             leader_election,
             log_format: self.log_format,
+            oauth2_callback,
         })
     }
 }

@@ -13,7 +13,9 @@ use serde::de::DeserializeOwned;
 use tracing::{error, info, warn};
 
 use crate::config::OperatorConfig;
-use crate::controllers::{ControllerSettings, run_controllers};
+use crate::controllers::{
+    Context, ControllerSettings, OAuth2Settings, oauth2_callback, run_controllers,
+};
 use crate::leader::{self, LeaderError};
 use crate::metrics::Metrics;
 use crate::resources::{Connection, ProjectSystem, System};
@@ -32,6 +34,8 @@ pub enum RunError {
     MetricsBind { addr: SocketAddr, reason: String },
     #[error("the /metrics endpoint failed: {0}")]
     MetricsServer(String),
+    #[error("cannot listen on {addr} for the OAuth 2.0 callback (OAUTH2_CALLBACK_ADDR): {reason}")]
+    CallbackBind { addr: SocketAddr, reason: String },
     #[error(
         "cannot configure the Kubernetes client (set KUBECONFIG, or run in a pod with a service account): {0}"
     )]
@@ -249,11 +253,44 @@ async fn run_with_endpoint(
     )
     .map_err(|e| RunError::VersoriClient(e.to_string().replace(['\n', '\r'], " ")))?;
 
+    let oauth2 = config.oauth2_callback.as_ref().map(|c| OAuth2Settings {
+        redirect_url: c.redirect_url.to_string(),
+        ttl: c.ttl,
+    });
     let settings = ControllerSettings {
         watch_namespaces: config.watch_namespaces.clone(),
         concurrency: config.concurrency,
         resync_interval: config.resync_interval,
         versori_max_in_flight: config.versori_max_in_flight,
+        oauth2: oauth2.clone(),
+    };
+
+    // The OAuth 2.0 callback runs on every replica, leader or not: a browser may reach any.
+    let _callback = match &config.oauth2_callback {
+        Some(callback) => {
+            let listener = tokio::net::TcpListener::bind(callback.addr)
+                .await
+                .map_err(|e| RunError::CallbackBind {
+                    addr: callback.addr,
+                    reason: e.to_string(),
+                })?;
+            info!(addr = %callback.addr, redirect_url = %callback.redirect_url, "serving the OAuth 2.0 callback");
+            let ctx = Arc::new(Context::new(
+                client.clone(),
+                versori.clone(),
+                Arc::clone(&metrics),
+                config.resync_interval,
+                config.concurrency,
+                oauth2,
+            ));
+            Some(AbortOnDrop(tokio::spawn(oauth2_callback::serve(
+                listener,
+                ctx,
+                config.watch_namespaces.clone(),
+                std::future::pending(),
+            ))))
+        }
+        None => None,
     };
 
     match &config.leader_election {
@@ -278,5 +315,14 @@ async fn run_with_endpoint(
                 other => RunError::Leader(other),
             })
         }
+    }
+}
+
+/// Stops a background task when dropped.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

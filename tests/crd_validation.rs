@@ -207,7 +207,7 @@ fn create_cases() -> Vec<(&'static str, String, &'static str)> {
             connection(
                 "  projectSystemRef: { name: t }\n  credentials:\n    bypass: true\n    apiKey: { secretKeyRef: { name: s, key: k } }\n",
             ),
-            "credentials must set exactly one of apiKey, basicAuth, oauth2ClientCredentials, oauth2Password and bypass",
+            "credentials must set exactly one of apiKey, basicAuth, oauth2ClientCredentials, oauth2Password, oauth2Token and bypass",
         ),
         (
             "no credential member",

@@ -47,6 +47,10 @@ impl Managed for Connection {
         }
         // The credential (Secrets read here) before any Versori call.
         let kind = select_credential(self.spec.credentials.as_ref(), &template)?;
+        if kind == Kind::AuthorizationCode {
+            return authorization_code(self, rc, status, &template).await;
+        }
+        clear_authorization(status);
         let desired = read_credential(self, kind, &mut rc.secrets()).await?;
         let hash = desired.hash(&rc.uid());
         let name = self.versori_name();
@@ -191,6 +195,7 @@ impl Connection {
             c.oauth2_password
                 .as_ref()
                 .map(|b| b.secret_ref.name.as_str()),
+            c.oauth2_token.as_ref().map(|t| t.secret_ref.name.as_str()),
             c.oauth2_client_credentials
                 .as_ref()
                 .map(|o| o.client_secret_secret_key_ref.name.as_str()),
@@ -315,6 +320,9 @@ enum Kind {
     BasicAuth,
     OAuth2Client,
     OAuth2Password,
+    OAuth2Token,
+    /// No credential: a person authorizes in a browser (the in-cluster authorization code flow).
+    AuthorizationCode,
 }
 
 fn select_credential(
@@ -332,22 +340,37 @@ fn select_credential(
             "{what} for this connection template"
         )))
     };
-    match (template.scheme_type.as_deref(), template.grant_type.as_deref()) {
+    match (
+        template.scheme_type.as_deref(),
+        template.grant_type.as_deref(),
+    ) {
         (Some("api-key"), _) if has(|c| c.api_key.is_some()) => Ok(Kind::ApiKey),
         (Some("api-key"), _) => missing("api-key is required"),
         (Some("basic-auth"), _) if has(|c| c.basic_auth.is_some()) => Ok(Kind::BasicAuth),
         (Some("basic-auth"), _) => missing("username and password are required"),
-        (Some("oauth2"), Some("clientCredentials")) if has(|c| c.oauth2_client_credentials.is_some()) => Ok(Kind::OAuth2Client),
-        (Some("oauth2"), Some("clientCredentials")) => missing("client-id and client-secret are required"),
-        (Some("oauth2"), Some("password")) if has(|c| c.oauth2_password.is_some()) => Ok(Kind::OAuth2Password),
+        (Some("oauth2"), Some("clientCredentials"))
+            if has(|c| c.oauth2_client_credentials.is_some()) =>
+        {
+            Ok(Kind::OAuth2Client)
+        }
+        (Some("oauth2"), Some("clientCredentials")) => {
+            missing("client-id and client-secret are required")
+        }
+        (Some("oauth2"), Some("password")) if has(|c| c.oauth2_password.is_some()) => {
+            Ok(Kind::OAuth2Password)
+        }
         (Some("oauth2"), Some("password")) => missing("username and password are required"),
-        (Some("oauth2"), _) => Err(Error::AuthorizationRequired(
-            "this connection template uses the OAuth 2.0 authorization code grant: a person must authorize the connection in a browser, which the operator cannot do yet; set credentials.bypass to connect without a credential".into(),
-        )),
+        (Some("oauth2"), _) if has(|c| c.oauth2_token.is_some()) => Ok(Kind::OAuth2Token),
+        (Some("oauth2"), _) if given.is_none() => Ok(Kind::AuthorizationCode),
+        (Some("oauth2"), _) => missing(
+            "a person's authorization (leave credentials out) or a refresh token (credentials.oauth2Token) is required",
+        ),
         (Some("none") | None, _) => missing("bypass is required"),
         (Some(other), _) => Err(Error::InvalidReference {
             reason: "UnsupportedAuthScheme",
-            message: format!("the operator cannot make a credential for a {other} auth scheme: set credentials.bypass to connect without one"),
+            message: format!(
+                "the operator cannot make a credential for a {other} auth scheme: set credentials.bypass to connect without one"
+            ),
         }),
     }
 }
@@ -369,6 +392,11 @@ enum Desired {
     OAuth2Password {
         username: SecretValue,
         password: SecretValue,
+    },
+    OAuth2Token {
+        refresh_token: SecretValue,
+        access_token: Option<SecretValue>,
+        scopes: Option<Vec<String>>,
     },
 }
 
@@ -409,6 +437,25 @@ async fn read_credential(
                 Desired::OAuth2Password { username, password }
             }
         }
+        Kind::OAuth2Token => {
+            let Some(t) = &c.oauth2_token else {
+                return Ok(Desired::Bypass);
+            };
+            let refresh_token = secrets
+                .read(&t.secret_ref.name, t.refresh_token_key())
+                .await?;
+            let access_token = match secrets.read(&t.secret_ref.name, t.access_token_key()).await {
+                Ok(token) => Some(token),
+                Err(Error::SecretKeyNotFound { .. }) => None,
+                Err(other) => return Err(other),
+            };
+            Desired::OAuth2Token {
+                refresh_token,
+                access_token,
+                scopes: t.scopes.clone(),
+            }
+        }
+        Kind::AuthorizationCode => Desired::Bypass,
         Kind::OAuth2Client => {
             let Some(o) = &c.oauth2_client_credentials else {
                 return Ok(Desired::Bypass);
@@ -442,6 +489,7 @@ impl Desired {
             Desired::BasicAuth { .. } => CredentialType::BasicAuth,
             Desired::OAuth2Client { .. } => CredentialType::OAuth2Client,
             Desired::OAuth2Password { .. } => CredentialType::OAuth2Password,
+            Desired::OAuth2Token { .. } => CredentialType::OAuth2Token,
         }
     }
 
@@ -458,6 +506,25 @@ impl Desired {
                     ("type", kind),
                     ("username", username.expose()),
                     ("password", password.expose()),
+                ]
+            }
+            Desired::OAuth2Token {
+                refresh_token,
+                access_token,
+                scopes: s,
+            } => {
+                scopes = s.as_ref().map(|s| s.join(" ")).unwrap_or_default();
+                vec![
+                    ("type", kind),
+                    ("refreshToken", refresh_token.expose()),
+                    (
+                        "accessToken",
+                        access_token
+                            .as_ref()
+                            .map(SecretValue::expose)
+                            .unwrap_or_default(),
+                    ),
+                    ("scopes", scopes.as_str()),
                 ]
             }
             Desired::OAuth2Client {
@@ -495,6 +562,30 @@ impl Desired {
             Desired::OAuth2Password { username, password } => {
                 api::Credential::oauth2_password(organisation, username.expose(), password.clone())
             }
+            Desired::OAuth2Token {
+                refresh_token,
+                access_token,
+                scopes,
+            } => {
+                let default_scopes = config
+                    .as_ref()
+                    .and_then(|c| c.oauth2.as_ref())
+                    .map(|o| o.default_scopes.clone());
+                api::Credential::new(
+                    organisation,
+                    CredentialType::OAuth2Token,
+                    Some(api::CredentialData {
+                        oauth2_token: Some(api::OAuth2TokenCredential {
+                            scopes: scopes.clone().or(default_scopes).unwrap_or_default(),
+                            refresh_token: refresh_token.clone(),
+                            access_token: access_token.clone(),
+                            token_type: None,
+                            expires_at: None,
+                        }),
+                        ..api::CredentialData::default()
+                    }),
+                )
+            }
             Desired::OAuth2Client {
                 client_id,
                 client_secret,
@@ -523,6 +614,166 @@ impl Desired {
         };
         api::ConnectionCredential::new(scheme(), credential)
     }
+}
+
+/// Forgets a pending authorization (the Connection no longer needs one).
+fn clear_authorization(status: &mut ConnectionStatus) {
+    status.authorization_url = None;
+    status.authorization_state_hash = None;
+    status.authorization_expires_at = None;
+}
+
+/// SHA-256 of an authorization state, as status keeps it: the callback looks a state up by it,
+/// and status never shows the state itself.
+pub fn state_hash(state: &str) -> String {
+    hash_secrets("oauth2-state", [("state", state)])
+}
+
+/// The in-cluster authorization code flow. Once the callback has created the connection this
+/// only checks it exists (Versori never returns the code, so the credential cannot be sent
+/// again to repair drift). Otherwise it starts an authorization (`oauth2/initialise` with the
+/// operator's callback as redirect URL), publishes the URL in status and an event, and waits
+/// for a person; an expired one is replaced.
+async fn authorization_code(
+    obj: &Connection,
+    rc: &Reconciling<'_, Connection>,
+    status: &mut ConnectionStatus,
+    template: &Template,
+) -> Result<String, Error> {
+    let name = obj.versori_name();
+    if let Some(connection) = observe(obj, rc, status, template, &name).await? {
+        clear_authorization(status);
+        status.id = Some(connection.id.clone());
+        status.connection_template_id = Some(template.template_id.clone());
+        status.system_id = Some(template.system_id.clone());
+        if let Some(credential) = connection
+            .credentials
+            .first()
+            .and_then(|c| c.credential.as_ref())
+        {
+            status.credential_type = Some(credential.type_.as_str().to_owned());
+        }
+        return Ok(format!(
+            "authorized Versori connection {name:?} has ID {}",
+            connection.id
+        ));
+    }
+    let Some(oauth2) = rc.ctx.oauth2.as_ref() else {
+        return Err(Error::AuthorizationRequired(
+            "this connection template uses the OAuth 2.0 authorization code grant and the operator has no callback URL (OAUTH2_CALLBACK_URL, chart value oauth2Callback.publicUrl): set one so a person can authorize in a browser, or give credentials.oauth2Token".into(),
+        ));
+    };
+    let now = jiff::Timestamp::now();
+    let pending_until = status
+        .authorization_expires_at
+        .as_deref()
+        .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+        .filter(|expires| *expires > now && status.authorization_url.is_some());
+    let expires = match pending_until {
+        Some(expires) => expires,
+        None => {
+            let answer = rc
+                .ctx
+                .versori
+                .initialise_oauth2(
+                    &template.system_id,
+                    &api::InitialiseOAuth2ConnectionRequest {
+                        redirect_url: oauth2.redirect_url.clone(),
+                        connection_template_id: Some(template.template_id.clone()),
+                        scopes: None,
+                    },
+                )
+                .await
+                .map_err(Error::versori("starting the OAuth 2.0 authorization"))?;
+            let state = url::Url::parse(&answer.url)
+                .ok()
+                .and_then(|u| u.query_pairs().find(|(k, _)| k == "state").map(|(_, v)| v.into_owned()))
+                .ok_or_else(|| Error::InvalidReference {
+                    reason: "AuthorizationUnsupported",
+                    message: "Versori's authorization URL carries no state, so the operator cannot match the person's return to this Connection".into(),
+                })?;
+            let ttl = jiff::SignedDuration::try_from(oauth2.ttl)
+                .unwrap_or(jiff::SignedDuration::from_secs(600));
+            let expires = now.checked_add(ttl).unwrap_or(now);
+            status.authorization_url = Some(answer.url.clone());
+            status.authorization_state_hash = Some(state_hash(&state));
+            status.authorization_expires_at = Some(expires.to_string());
+            rc.event(
+                "AuthorizationRequired",
+                "Authorize",
+                format!(
+                    "a person must authorize this connection: open {} before {expires}",
+                    answer.url
+                ),
+            )
+            .await;
+            expires
+        }
+    };
+    Err(Error::AuthorizationRequired(format!(
+        "waiting for a person to authorize: open status.authorizationUrl in a browser before {expires}"
+    )))
+}
+
+/// Creates the Versori connection from the code a person's browser brought back to the
+/// callback, and ends the pending authorization first (its state cannot be used again).
+pub async fn complete_authorization(
+    obj: &Connection,
+    rc: &Reconciling<'_, Connection>,
+    code: SecretValue,
+    state: &str,
+    redirect_url: &str,
+) -> Result<String, Error> {
+    let template = resolve_template(obj, rc).await?;
+    let config = template_config(rc, &template).await?;
+    let versori = &rc.ctx.versori;
+    let credential = api::Credential::new(
+        versori.organisation(),
+        CredentialType::OAuth2Code,
+        Some(api::CredentialData {
+            oauth2_code: Some(api::OAuth2CodeCredential {
+                code,
+                state: state.to_owned(),
+                redirect_url: Some(redirect_url.to_owned()),
+                additional_params: None,
+            }),
+            ..api::CredentialData::default()
+        }),
+    );
+    let scheme = config.unwrap_or_else(api::AuthSchemeConfig::bypass);
+    let name = obj.versori_name();
+    let mut status = obj.status.clone().unwrap_or_default();
+    // The pending state is spent whatever happens next: a replay finds nothing.
+    clear_authorization(&mut status);
+    rc.persist(&status).await?;
+    rc.mark_create_pending().await?;
+    let created = versori
+        .create_connection(&api::EnvSystemConnectionCreate {
+            connection_template_id: template.template_id.clone(),
+            connection: api::ConnectionCreate {
+                name: name.clone(),
+                credentials: vec![api::ConnectionCredential::new(scheme, credential)],
+                base_url: obj.spec.base_url.clone(),
+            },
+            external_id: obj.spec.external_id.clone(),
+        })
+        .await
+        .map_err(Error::versori("creating the authorized Versori connection"))?;
+    status.id = Some(created.id.clone());
+    status.connection_template_id = Some(template.template_id.clone());
+    status.system_id = Some(template.system_id.clone());
+    status.credential_type = Some(CredentialType::OAuth2Code.as_str().to_owned());
+    rc.persist(&status).await?;
+    rc.event(
+        "Authorized",
+        "Create",
+        format!(
+            "a person authorized the connection; created Versori connection {name:?} with ID {}",
+            created.id
+        ),
+    )
+    .await;
+    Ok(created.id)
 }
 
 /// Finds the Versori connection this resource manages: by the ID in status, the ID in spec

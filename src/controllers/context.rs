@@ -8,6 +8,7 @@ use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use kube::runtime::events::{Recorder, Reporter};
 use tokio::sync::{Semaphore, SemaphorePermit};
 
+use super::OAuth2Settings;
 use crate::metrics::Metrics;
 use crate::versori::VersoriClient;
 
@@ -26,6 +27,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Base interval of the drift resync.
     pub resync_interval: Duration,
+    /// The in-cluster authorization code flow, if configured.
+    pub oauth2: Option<OAuth2Settings>,
     backoffs: Mutex<HashMap<String, ExponentialBackoff>>,
     slots: HashMap<&'static str, Semaphore>,
 }
@@ -38,6 +41,7 @@ impl Context {
         metrics: Arc<Metrics>,
         resync_interval: Duration,
         concurrency: u16,
+        oauth2: Option<OAuth2Settings>,
     ) -> Self {
         let reporter = Reporter {
             controller: MANAGER.into(),
@@ -49,6 +53,7 @@ impl Context {
             versori,
             metrics,
             resync_interval,
+            oauth2,
             backoffs: Mutex::new(HashMap::new()),
             slots: ["System", "ProjectSystem", "Connection"]
                 .into_iter()

@@ -5,6 +5,7 @@
 pub mod connection;
 pub mod context;
 pub mod error;
+pub mod oauth2_callback;
 pub mod project_system;
 pub mod reconciler;
 pub mod secrets;
@@ -34,6 +35,17 @@ pub struct ControllerSettings {
     pub resync_interval: Duration,
     /// The most Versori requests in flight at once (applied to the client by the caller).
     pub versori_max_in_flight: usize,
+    /// The in-cluster OAuth 2.0 authorization code flow, when a callback URL is configured.
+    pub oauth2: Option<OAuth2Settings>,
+}
+
+/// The in-cluster OAuth 2.0 authorization code flow.
+#[derive(Clone, Debug)]
+pub struct OAuth2Settings {
+    /// The redirect URL Versori sends the browser back to (the operator's callback).
+    pub redirect_url: String,
+    /// How long an authorization URL stays valid.
+    pub ttl: Duration,
 }
 
 /// A shutdown signal every controller can wait on.
@@ -54,6 +66,7 @@ pub async fn run_controllers(
         metrics,
         settings.resync_interval,
         settings.concurrency,
+        settings.oauth2.clone(),
     ));
     let namespaces: Vec<Option<String>> = if settings.watch_namespaces.is_empty() {
         vec![None]

@@ -103,7 +103,17 @@ pub struct Reconciling<'a, K: Managed> {
     api: Api<K>,
 }
 
-impl<K: Managed> Reconciling<'_, K> {
+impl<'a, K: Managed> Reconciling<'a, K> {
+    /// A reconcile of `obj` outside the controller loop (the OAuth 2.0 callback).
+    pub fn new(ctx: &'a Context, obj: &'a K, namespace: &str) -> Self {
+        Self {
+            ctx,
+            obj,
+            namespace: namespace.to_owned(),
+            api: Api::namespaced(ctx.client.clone(), namespace),
+        }
+    }
+
     /// A Secret reader bound to the object's namespace (no other namespace can be read).
     pub fn secrets(&self) -> SecretReader {
         SecretReader::new(self.ctx.client.clone(), &self.namespace)

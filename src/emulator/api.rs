@@ -928,6 +928,7 @@ async fn create_connection(State(app): State<AppState>, body: Body) -> ApiResult
     if name_taken(&store, &template.system_id, &name, None) {
         return Err(name_conflict(&name, "connection.name"));
     }
+    consume_authorization_codes(&mut store, &credentials, "connection.", &template.system_id)?;
     let at = now();
     let connection = Connection {
         seq: store.next_seq(),
@@ -947,6 +948,44 @@ async fn create_connection(State(app): State<AppState>, body: Body) -> ApiResult
     let out = render_connection(&connection);
     store.connections.push(connection);
     ok(StatusCode::CREATED, out)
+}
+
+/// An `oauth2-code` credential must carry a code the provider (the emulator's authorize page)
+/// granted for a flow initialised on this system, with that flow's state. Each code is good
+/// once: the flow is consumed, so a replayed code is refused.
+fn consume_authorization_codes(
+    store: &mut Store,
+    credentials: &[Value],
+    prefix: &str,
+    system_id: &str,
+) -> Result<(), ApiError> {
+    for (i, credential) in credentials.iter().enumerate() {
+        let Some(code) = credential.pointer("/credential/data/oauth2Code") else {
+            continue;
+        };
+        let given_code = code.get("code").and_then(Value::as_str).unwrap_or_default();
+        let given_state = code
+            .get("state")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let found = store.oauth_flows.iter().position(|f| {
+            f.system_id == system_id
+                && f.state == given_state
+                && f.code.as_deref() == Some(given_code)
+        });
+        match found {
+            Some(index) => {
+                store.oauth_flows.remove(index);
+            }
+            None => {
+                return Err(ApiError::field(
+                    format!("{prefix}credentials[{i}].credential.data.oauth2Code.code"),
+                    "is not a code the provider granted for this system's authorization flow and state (wrong, reused or never issued)",
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn list_connections(State(app): State<AppState>, Q(q): Q) -> ApiResult {
@@ -1027,6 +1066,7 @@ async fn update_connection(State(app): State<AppState>, p: Params, body: Body) -
     if name_taken(&store, &system_id, &name, Some(&id)) {
         return Err(name_conflict(&name, "name"));
     }
+    consume_authorization_codes(&mut store, &creds, "", &system_id)?;
     let Some(c) = store.connections.iter_mut().find(|c| c.id == id) else {
         return Err(connection_not_found(&id));
     };

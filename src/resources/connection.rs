@@ -44,6 +44,12 @@ use super::project_system::push_immutable;
         json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
     ),
     printcolumn(
+        name = "Authorize At",
+        type_ = "string",
+        json_path = ".status.authorizationUrl",
+        priority = 1
+    ),
+    printcolumn(
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
@@ -93,7 +99,7 @@ fn project_system_ref_schema(generator: &mut schemars::SchemaGenerator) -> schem
 /// scheme decides (api-key: apiKey; basic-auth: basicAuth; oauth2 clientCredentials:
 /// oauth2ClientCredentials; oauth2 password: oauth2Password; any: bypass).
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[x_kube(validation = Rule::new("[has(self.apiKey), has(self.basicAuth), has(self.oauth2ClientCredentials), has(self.oauth2Password), has(self.bypass)].exists_one(x, x)").message("credentials must set exactly one of apiKey, basicAuth, oauth2ClientCredentials, oauth2Password and bypass"))]
+#[x_kube(validation = Rule::new("[has(self.apiKey), has(self.basicAuth), has(self.oauth2ClientCredentials), has(self.oauth2Password), has(self.oauth2Token), has(self.bypass)].exists_one(x, x)").message("credentials must set exactly one of apiKey, basicAuth, oauth2ClientCredentials, oauth2Password, oauth2Token and bypass"))]
 #[serde(rename_all = "camelCase")]
 pub struct Credentials {
     /// An API key, for an api-key scheme.
@@ -108,6 +114,10 @@ pub struct Credentials {
     /// A username and password, for an oauth2 scheme with the password grant.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub oauth2_password: Option<UsernamePasswordCredential>,
+    /// A refresh token (and optionally an access token) someone already obtained, for an oauth2
+    /// scheme with the authorizationCode grant: no browser needed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oauth2_token: Option<OAuth2TokenCredential>,
     /// Connect without a credential, whatever the template's scheme. Must be true when set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self == true").message("bypass must be true when set; remove it to use a credential"))]
@@ -146,6 +156,36 @@ impl UsernamePasswordCredential {
     /// The password key, with its default.
     pub fn password_key(&self) -> &str {
         self.password_key.as_deref().unwrap_or("password")
+    }
+}
+
+/// OAuth 2.0 tokens read from one Secret.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct OAuth2TokenCredential {
+    /// The Secret holding the tokens.
+    pub secret_ref: SecretRef,
+    /// The key of the refresh token in the Secret. Defaults to `refreshToken`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub refresh_token_key: Option<String>,
+    /// The key of the access token in the Secret, sent when present. Defaults to `accessToken`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub access_token_key: Option<String>,
+    /// The scopes the tokens carry. Defaults to the auth scheme's defaultScopes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scopes: Option<Vec<String>>,
+}
+
+impl OAuth2TokenCredential {
+    /// The refresh token key, with its default.
+    pub fn refresh_token_key(&self) -> &str {
+        self.refresh_token_key.as_deref().unwrap_or("refreshToken")
+    }
+    /// The access token key, with its default.
+    pub fn access_token_key(&self) -> &str {
+        self.access_token_key.as_deref().unwrap_or("accessToken")
     }
 }
 
@@ -191,6 +231,16 @@ pub struct ConnectionStatus {
     /// SHA-256 over the credential last sent to Versori (credentials are write-only there).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credential_hash: Option<String>,
+    /// Where a person authorizes this connection (OAuth 2.0 authorization code grant), while
+    /// that is pending.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization_url: Option<String>,
+    /// SHA-256 of the pending authorization's state; the callback matches it (single use).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization_state_hash: Option<String>,
+    /// When the pending authorization expires (RFC 3339); a new one is started after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization_expires_at: Option<String>,
     /// Generation and conditions.
     #[serde(flatten)]
     pub common: CommonStatus,
