@@ -689,7 +689,7 @@ async fn authorization_code(
                 .ok()
                 .and_then(|u| u.query_pairs().find(|(k, _)| k == "state").map(|(_, v)| v.into_owned()))
                 .ok_or_else(|| Error::InvalidReference {
-                    reason: "AuthorizationUnsupported",
+                    reason: "UnsupportedAuthScheme",
                     message: "Versori's authorization URL carries no state, so the operator cannot match the person's return to this Connection".into(),
                 })?;
             let ttl = jiff::SignedDuration::try_from(oauth2.ttl)
