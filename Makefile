@@ -26,6 +26,9 @@ crds:
 	mkdir -p crds
 	$(CARGO) run --quiet --bin versori-operator -- crds > crds/versori.com.yaml.tmp
 	mv crds/versori.com.yaml.tmp crds/versori.com.yaml
+	$(MAKE) chart-crds
+	$(CARGO) run --quiet --bin versori-operator -- reference > docs/reference.md.tmp
+	mv docs/reference.md.tmp docs/reference.md
 
 # Stops and removes control planes left behind by test runs (normally their watcher does this).
 clean-clusters:
@@ -60,3 +63,14 @@ chart-lint:
 IMAGE ?= versori-operator:$(shell awk -F'"' '/^version = / {print $$2; exit}' Cargo.toml)
 image:
 	docker build -t $(IMAGE) .
+
+.PHONY: bench
+
+# Benchmarks against the emulator with 20 ms per Versori call, printed as one table (see
+# BENCHMARKS.md): convergence, the sequential CLI-like baseline, the concurrency limit, steady-state
+# calls, Secret rotation latency and peak RSS. Release binaries. `make bench SCALE=small` runs a
+# tenth of the size in under 3 minutes.
+SCALE ?= full
+bench:
+	tests/cluster/build >/dev/null
+	SCALE=$(SCALE) $(CARGO) bench --bench operator
