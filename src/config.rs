@@ -563,7 +563,37 @@ mod tests {
             lease_namespace: None,
             identity: None,
             log_format: LogFormat::Json,
+            oauth2_callback_url: None,
+            oauth2_callback_addr: "0.0.0.0:8081".to_owned(),
+            oauth2_authorization_ttl: "10m".to_owned(),
         }
+    }
+
+    #[test]
+    fn the_oauth2_callback_is_off_by_default_and_validated() {
+        let config = |args: RunArgs| args.into_config_with(Path::new("/nonexistent"));
+        assert!(config(args()).is_ok_and(|c| c.oauth2_callback.is_none()));
+        let mut with = args();
+        with.oauth2_callback_url = Some("https://operator.example.com/base".into());
+        let callback = config(with)
+            .ok()
+            .and_then(|c| c.oauth2_callback)
+            .expect("a callback");
+        assert_eq!(
+            callback.redirect_url.as_str(),
+            "https://operator.example.com/base/oauth2/callback"
+        );
+        assert_eq!(callback.ttl, Duration::from_secs(600));
+        let mut bad = args();
+        bad.oauth2_callback_url = Some("not a url".into());
+        assert!(matches!(error_of(bad), ConfigError::InvalidCallbackUrl(_)));
+        let mut bad = args();
+        bad.oauth2_callback_url = Some("https://operator.example.com".into());
+        bad.oauth2_authorization_ttl = "0s".into();
+        assert!(matches!(
+            error_of(bad),
+            ConfigError::InvalidAuthorizationTtl(_)
+        ));
     }
 
     fn error_of(args: RunArgs) -> ConfigError {

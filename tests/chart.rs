@@ -168,6 +168,90 @@ fn dry_run_apply(cluster: &TestCluster, documents: &[&Value]) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
+/// Values turning the OAuth 2.0 callback on, with its Ingress.
+const OAUTH2_CALLBACK_VALUES: &str = "oauth2Callback:\n  publicUrl: https://versori-operator.example.com\n  \
+     ingress:\n    enabled: true\n    host: versori-operator.example.com\n";
+
+const OAUTH2_CALLBACK_ENV: [&str; 3] = [
+    "OAUTH2_CALLBACK_URL",
+    "OAUTH2_CALLBACK_ADDR",
+    "OAUTH2_AUTHORIZATION_TTL",
+];
+
+/// The rendered objects of the OAuth 2.0 callback: the operator's `oauth2-callback` port, the
+/// Service selecting every operator pod and sending to that port, and the Ingress routing only
+/// the callback path to that Service. Returns the Service and the Ingress.
+fn check_oauth2_callback(docs: &[Value]) -> (&Value, &Value) {
+    let container = operator_container(docs);
+    assert_eq!(
+        env_value(container, "OAUTH2_CALLBACK_URL").as_deref(),
+        Some("https://versori-operator.example.com")
+    );
+    assert_eq!(
+        env_value(container, "OAUTH2_CALLBACK_ADDR").as_deref(),
+        Some("0.0.0.0:8081")
+    );
+    assert_eq!(
+        env_value(container, "OAUTH2_AUTHORIZATION_TTL").as_deref(),
+        Some("10m")
+    );
+    let port = container["ports"]
+        .as_array()
+        .expect("container ports")
+        .iter()
+        .find(|p| p["name"] == "oauth2-callback")
+        .expect("an oauth2-callback container port");
+    assert_eq!(port["containerPort"], 8081);
+
+    let service = of_kind(docs, "Service")
+        .into_iter()
+        .find(|s| {
+            s["spec"]["ports"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|p| p["targetPort"] == "oauth2-callback")
+        })
+        .expect("a Service for the oauth2-callback port");
+    assert_eq!(service["spec"]["type"], "ClusterIP");
+    assert_eq!(service["spec"]["ports"].as_array().unwrap().len(), 1);
+    assert_eq!(service["spec"]["ports"][0]["port"], 80);
+    // It selects the operator's pods, all of them (every replica serves the callback).
+    let pod_labels = &one_of_kind(docs, "Deployment")["spec"]["template"]["metadata"]["labels"];
+    let selector = service["spec"]["selector"]
+        .as_object()
+        .expect("Service selector");
+    assert!(!selector.is_empty());
+    for (key, value) in selector {
+        assert_eq!(
+            &pod_labels[key], value,
+            "the callback Service selects {key}={value}, the operator pods do not carry it"
+        );
+    }
+
+    let ingress = one_of_kind(docs, "Ingress");
+    assert_eq!(ingress["apiVersion"], "networking.k8s.io/v1");
+    let rules = ingress["spec"]["rules"].as_array().expect("Ingress rules");
+    assert_eq!(rules.len(), 1, "{rules:?}");
+    assert_eq!(rules[0]["host"], "versori-operator.example.com");
+    let paths = rules[0]["http"]["paths"].as_array().expect("Ingress paths");
+    assert_eq!(
+        paths.len(),
+        1,
+        "the Ingress routes more than the callback: {paths:?}"
+    );
+    assert_eq!(paths[0]["path"], "/oauth2/callback");
+    assert_eq!(paths[0]["pathType"], "Exact");
+    let backend = &paths[0]["backend"]["service"];
+    assert_eq!(backend["name"], service["metadata"]["name"]);
+    assert_eq!(
+        backend["port"]["number"],
+        service["spec"]["ports"][0]["port"]
+    );
+    assert!(ingress["spec"].get("defaultBackend").is_none());
+    (service, ingress)
+}
+
 // ---------------------------------------------------------------------------------------------
 // Static checks
 
@@ -177,10 +261,10 @@ fn chart_lints_strictly() {
     let chart = chart.to_string_lossy();
     common::assert_success(&helm(&["lint", &chart]));
     common::assert_success(&helm(&["lint", "--strict", &chart]));
-    let values = values_file(
+    let values = values_file(&format!(
         "replicas: 3\nwatchNamespaces: [team-a, team-b]\nmetrics:\n  serviceMonitor:\n    enabled: true\n\
-         versori:\n  organisationId: org\n  existingSecret: versori-token\n",
-    );
+         versori:\n  organisationId: org\n  existingSecret: versori-token\n{OAUTH2_CALLBACK_VALUES}"
+    ));
     common::assert_success(&helm(&[
         "lint",
         "--strict",
@@ -192,7 +276,7 @@ fn chart_lints_strictly() {
 
 #[test]
 fn schema_refuses_bad_values_with_clear_messages() {
-    let cases: [(&str, &[&str]); 6] = [
+    let cases: [(&str, &[&str]); 9] = [
         ("logFormat: xml\n", &["/logFormat", "'json', 'text'"]),
         (
             "replicaCount: 2\n",
@@ -204,6 +288,18 @@ fn schema_refuses_bad_values_with_clear_messages() {
         (
             "versori:\n  organisationId: org\n  tokn: x\n",
             &["/versori", "additional properties 'tokn'"],
+        ),
+        (
+            "oauth2Callback:\n  publicUrl: not-a-url\n",
+            &["/oauth2Callback/publicUrl", "does not match pattern"],
+        ),
+        (
+            "oauth2Callback:\n  publicUrl: ftp://versori-operator.example.com\n",
+            &["/oauth2Callback/publicUrl"],
+        ),
+        (
+            "oauth2Callback:\n  ingress:\n    pathType: ImplementationSpecific\n",
+            &["/oauth2Callback/ingress/pathType", "'Exact', 'Prefix'"],
         ),
     ];
     let chart = chart_dir();
@@ -397,6 +493,98 @@ fn rendering_follows_the_values() {
     );
 }
 
+#[test]
+fn oauth2_callback_renders_only_when_configured() {
+    // Defaults: no callback at all (and an Ingress asked for without publicUrl is not made).
+    for values in ["", "oauth2Callback:\n  ingress:\n    enabled: true\n"] {
+        let docs = render("vo", "versori-system", values);
+        let container = operator_container(&docs);
+        let names: Vec<String> = env_of(container).into_iter().map(|(n, _)| n).collect();
+        for name in OAUTH2_CALLBACK_ENV {
+            assert!(
+                !names.iter().any(|n| n == name),
+                "{values:?}: {name} is set"
+            );
+        }
+        let ports = container["ports"].as_array().expect("container ports");
+        assert!(
+            ports.iter().all(|p| p["name"] != "oauth2-callback"),
+            "{values:?}: {ports:?}"
+        );
+        let services = of_kind(&docs, "Service");
+        assert_eq!(services.len(), 1, "{values:?}: only the metrics Service");
+        assert_eq!(services[0]["spec"]["ports"][0]["name"], "metrics");
+        assert!(of_kind(&docs, "Ingress").is_empty(), "{values:?}");
+    }
+
+    // Configured, with the Ingress.
+    let docs = render("vo", "versori-system", OAUTH2_CALLBACK_VALUES);
+    let (service, ingress) = check_oauth2_callback(&docs);
+    assert_eq!(
+        service["metadata"]["name"],
+        "vo-versori-operator-oauth2-callback"
+    );
+    assert_eq!(service["metadata"]["namespace"], "versori-system");
+    assert!(ingress["spec"].get("ingressClassName").is_none());
+    assert!(ingress["spec"].get("tls").is_none());
+    // The metrics Service is unchanged, and still the one on the metrics port.
+    assert!(
+        of_kind(&docs, "Service")
+            .iter()
+            .any(|s| s["spec"]["ports"][0]["name"] == "metrics")
+    );
+
+    // Without the Ingress: the Service only. The Ingress host defaults to publicUrl's host; the
+    // rest of the Ingress follows its values.
+    let docs = render(
+        "vo",
+        "versori-system",
+        "oauth2Callback:\n  publicUrl: https://Callback.Example.com:8443/\n  port: 9090\n  \
+         authorizationTtl: 900\n",
+    );
+    assert!(of_kind(&docs, "Ingress").is_empty());
+    let container = operator_container(&docs);
+    assert_eq!(
+        env_value(container, "OAUTH2_CALLBACK_ADDR").as_deref(),
+        Some("0.0.0.0:9090")
+    );
+    assert_eq!(
+        env_value(container, "OAUTH2_AUTHORIZATION_TTL").as_deref(),
+        Some("900s")
+    );
+    let docs = render(
+        "vo",
+        "versori-system",
+        "oauth2Callback:\n  publicUrl: https://Callback.Example.com:8443/\n  ingress:\n    \
+         enabled: true\n    className: nginx\n    pathType: Prefix\n    \
+         tls: [{secretName: callback-tls, hosts: [callback.example.com]}]\n",
+    );
+    let ingress = one_of_kind(&docs, "Ingress");
+    assert_eq!(ingress["spec"]["rules"][0]["host"], "callback.example.com");
+    assert_eq!(ingress["spec"]["ingressClassName"], "nginx");
+    assert_eq!(ingress["spec"]["tls"][0]["secretName"], "callback-tls");
+    assert_eq!(
+        ingress["spec"]["rules"][0]["http"]["paths"][0]["pathType"],
+        "Prefix"
+    );
+
+    // The callback and the metrics endpoint cannot share a port.
+    let file = values_file("oauth2Callback:\n  publicUrl: https://a.example.com\n  port: 8080\n");
+    let output = helm(&[
+        "template",
+        "vo",
+        &chart_dir().to_string_lossy(),
+        "--values",
+        &file.path().to_string_lossy(),
+    ]);
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("oauth2Callback.port must differ"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Against the test cluster
 
@@ -521,6 +709,19 @@ async fn renders_are_accepted_by_the_apiserver() {
         .filter(|d| d["kind"] != "ServiceMonitor")
         .collect();
     dry_run_apply(cluster, &rest);
+
+    // The OAuth 2.0 callback: its port, Service and Ingress, with two replicas (every one of
+    // them serves the callback).
+    let namespace = cluster.namespace("chart-oauth2").await;
+    let docs = render(
+        "cb",
+        &namespace,
+        &format!(
+            "replicas: 2\nversori:\n  token: t\n  organisationId: org\n{OAUTH2_CALLBACK_VALUES}"
+        ),
+    );
+    check_oauth2_callback(&docs);
+    dry_run_apply(cluster, &docs.iter().collect::<Vec<_>>());
 }
 
 #[tokio::test]

@@ -101,3 +101,33 @@ mode and by one Role per watched namespace otherwise). Each verb is one the code
   resources: ["events"]
   verbs: ["create", "patch"]
 {{- end }}
+
+{{/* Name of the OAuth 2.0 callback Service and Ingress (at most 63 characters). */}}
+{{- define "versori-operator.oauth2CallbackName" -}}
+{{- printf "%s-oauth2-callback" (include "versori-operator.fullname" . | trunc 47 | trimSuffix "-") }}
+{{- end }}
+
+{{/* The redirect URL the provider must accept: what the operator derives from publicUrl. */}}
+{{- define "versori-operator.oauth2RedirectUrl" -}}
+{{- printf "%s/oauth2/callback" (.Values.oauth2Callback.publicUrl | trim | trimSuffix "/") }}
+{{- end }}
+
+{{/* The Ingress host of the callback: ingress.host, or else the host of publicUrl (without its
+port; empty, meaning every host, when publicUrl names an IP address). */}}
+{{- define "versori-operator.oauth2CallbackHost" -}}
+{{- if .Values.oauth2Callback.ingress.host }}
+{{- .Values.oauth2Callback.ingress.host }}
+{{- else }}
+{{- $host := (urlParse (trim .Values.oauth2Callback.publicUrl)).host }}
+{{- $host = regexReplaceAll ":[0-9]*$" $host "" | trimSuffix "." | lower }}
+{{- if not (or (hasPrefix "[" $host) (regexMatch "^[0-9.]+$" $host)) }}
+{{- $host }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* OAUTH2_AUTHORIZATION_TTL: a duration string as given, or a number of seconds as "<n>s". */}}
+{{- define "versori-operator.oauth2AuthorizationTtl" -}}
+{{- $ttl := .Values.oauth2Callback.authorizationTtl }}
+{{- if kindIs "string" $ttl }}{{ $ttl }}{{ else }}{{ printf "%ds" (int64 $ttl) }}{{ end }}
+{{- end }}
