@@ -12,7 +12,7 @@ use kube::{Api, ResourceExt};
 use super::Shutdown;
 use super::context::Context;
 use super::error::Error;
-use super::reconciler::{self, Managed, Reconciling, Scope};
+use super::reconciler::{self, Managed, Named, Reconciling, Scope, adopt_by_name};
 use super::secrets::{SecretReader, hash_secrets};
 use crate::resources::common::{CommonStatus, DeletionPolicy};
 use crate::resources::{Connection, ConnectionStatus, Credentials, ProjectSystem};
@@ -815,49 +815,31 @@ async fn observe(
             Err(e) => return Err(Error::versori("reading the Versori connection")(e)),
         }
     }
-    let mut found: Vec<api::Connection> = versori
+    let found: Vec<api::Connection> = versori
         .list_connections(Some(&template.system_id), None)
         .await
         .map_err(Error::versori("looking up the Versori connection by name"))?
         .into_iter()
         .filter(|c| c.name == name)
         .collect();
-    match found.len() {
-        0 => Ok(None),
-        1 if rc.create_pending() => {
-            let connection = found.swap_remove(0);
-            status.id = Some(connection.id.clone());
+    let named = Named {
+        what: "connection",
+        field: "connectionId",
+        name,
+    };
+    adopt_by_name(
+        rc,
+        status,
+        named,
+        found,
+        |c| c.id.as_str(),
+        |status, c| {
+            status.id = Some(c.id.clone());
             // What the interrupted attempt sent is unknown: send the credential again.
             status.credential_hash = None;
-            rc.persist(status).await?;
-            rc.event(
-                "Adopted",
-                "Adopt",
-                format!(
-                    "adopted Versori connection {} left by an interrupted create",
-                    connection.id
-                ),
-            )
-            .await;
-            Ok(Some(connection))
-        }
-        1 => Err(Error::AlreadyExists {
-            what: "connection",
-            name: name.to_owned(),
-            id: found[0].id.clone(),
-            field: "connectionId",
-        }),
-        _ => Err(Error::Ambiguous {
-            what: "connection",
-            name: name.to_owned(),
-            ids: found
-                .iter()
-                .map(|c| c.id.as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
-            field: "connectionId",
-        }),
-    }
+        },
+    )
+    .await
 }
 
 /// Runs the Connection controller: wakes on Connection changes, on changes to their

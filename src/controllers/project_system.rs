@@ -10,7 +10,7 @@ use kube::{Api, ResourceExt};
 use super::Shutdown;
 use super::context::Context;
 use super::error::Error;
-use super::reconciler::{self, Managed, Reconciling, Scope};
+use super::reconciler::{self, Managed, Named, Reconciling, Scope, adopt_by_name};
 use crate::resources::common::{CommonStatus, DeletionPolicy};
 use crate::resources::{Connection, ProjectSystem, ProjectSystemStatus, System};
 use crate::versori::models as api;
@@ -365,30 +365,38 @@ async fn observe(
         );
         status.connection_template_id = None;
     }
-    let Some(found) = templates.iter().find(|t| t.name == name) else {
-        return Ok(None);
-    };
-    if rc.create_pending() && found.system_id() == system_id {
-        status.connection_template_id = Some(found.connection_template_id.clone());
-        status.system_id = Some(system_id.to_owned());
-        rc.persist(status).await?;
-        rc.event(
-            "Adopted",
-            "Adopt",
-            format!(
-                "adopted connection template {} left by an interrupted create",
-                found.connection_template_id
-            ),
-        )
-        .await;
-        return Ok(Some(found.clone()));
-    }
-    Err(Error::AlreadyExists {
+    // Template names are unique in an environment, so at most one is found. One linking
+    // another system is never ours, intent marker or not.
+    let found: Vec<api::ConnectionTemplate> = templates
+        .iter()
+        .filter(|t| t.name == name)
+        .cloned()
+        .collect();
+    let named = Named {
         what: "connection template",
-        name: name.to_owned(),
-        id: found.connection_template_id.clone(),
         field: "connectionTemplateId",
-    })
+        name,
+    };
+    if let Some(other) = found.iter().find(|t| t.system_id() != system_id) {
+        return Err(Error::AlreadyExists {
+            what: named.what,
+            name: name.to_owned(),
+            id: other.connection_template_id.clone(),
+            field: named.field,
+        });
+    }
+    adopt_by_name(
+        rc,
+        status,
+        named,
+        found,
+        |t| t.connection_template_id.as_str(),
+        |status, t| {
+            status.connection_template_id = Some(t.connection_template_id.clone());
+            status.system_id = Some(t.system_id().to_owned());
+        },
+    )
+    .await
 }
 
 /// Runs the ProjectSystem controller: wakes on ProjectSystem changes, on changes to the Systems

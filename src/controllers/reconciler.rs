@@ -160,6 +160,61 @@ impl<'a, K: Managed> Reconciling<'a, K> {
     }
 }
 
+/// Which Versori object a resource stands for, when it is looked up by name.
+pub struct Named<'n> {
+    /// What it is, for messages: "system", "connection".
+    pub what: &'static str,
+    /// The spec field that adopts by ID: "systemId".
+    pub field: &'static str,
+    /// The name looked up.
+    pub name: &'n str,
+}
+
+/// Adoption by name after an interrupted create (Crossplane's external-create-pending protocol):
+/// with this resource's intent marker the one same-named object is the one it created, and is
+/// adopted (its ID recorded at once); without the marker a same-named object is someone else's
+/// (`AlreadyExists`); several are ambiguous. `Ok(None)`: none exists, create it.
+pub async fn adopt_by_name<K: Managed, T>(
+    rc: &Reconciling<'_, K>,
+    status: &mut K::Status,
+    named: Named<'_>,
+    mut found: Vec<T>,
+    id_of: impl Fn(&T) -> &str,
+    record: impl FnOnce(&mut K::Status, &T),
+) -> Result<Option<T>, Error> {
+    let Named { what, field, name } = named;
+    match found.len() {
+        0 => Ok(None),
+        1 if rc.create_pending() => {
+            let object = found.swap_remove(0);
+            record(status, &object);
+            rc.persist(status).await?;
+            rc.event(
+                "Adopted",
+                "Adopt",
+                format!(
+                    "adopted Versori {what} {} left by an interrupted create",
+                    id_of(&object)
+                ),
+            )
+            .await;
+            Ok(Some(object))
+        }
+        1 => Err(Error::AlreadyExists {
+            what,
+            name: name.to_owned(),
+            id: id_of(&found[0]).to_owned(),
+            field,
+        }),
+        _ => Err(Error::Ambiguous {
+            what,
+            name: name.to_owned(),
+            ids: found.iter().map(&id_of).collect::<Vec<_>>().join(", "),
+            field,
+        }),
+    }
+}
+
 async fn publish<K: Managed>(
     ctx: &Context,
     obj: &K,

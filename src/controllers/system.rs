@@ -12,7 +12,7 @@ use kube::runtime::{Controller, watcher};
 use super::Shutdown;
 use super::context::Context;
 use super::error::Error;
-use super::reconciler::{self, Managed, Reconciling, Scope};
+use super::reconciler::{self, Managed, Named, Reconciling, Scope, adopt_by_name};
 use super::secrets::hash_secrets;
 use crate::resources::common::{CommonStatus, DeletionPolicy};
 use crate::resources::system::{
@@ -243,47 +243,29 @@ async fn observe(
             Err(e) => return Err(Error::versori("reading the Versori system")(e)),
         }
     }
-    let mut found: Vec<api::System> = versori
+    let found: Vec<api::System> = versori
         .list_systems(Some(name))
         .await
         .map_err(Error::versori("looking up the Versori system by name"))?
         .into_iter()
         .filter(|s| s.name == name)
         .collect();
-    match found.len() {
-        0 => Ok(None),
-        1 if rc.create_pending() => {
-            let system = found.swap_remove(0);
-            status.id = Some(system.id.clone());
-            rc.persist(status).await?;
-            rc.event(
-                "Adopted",
-                "Adopt",
-                format!(
-                    "adopted Versori system {} left by an interrupted create",
-                    system.id
-                ),
-            )
-            .await;
-            Ok(Some(system))
-        }
-        1 => Err(Error::AlreadyExists {
-            what: "system",
-            name: name.to_owned(),
-            id: found[0].id.clone(),
-            field: "systemId",
-        }),
-        _ => Err(Error::Ambiguous {
-            what: "system",
-            name: name.to_owned(),
-            ids: found
-                .iter()
-                .map(|s| s.id.as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
-            field: "systemId",
-        }),
-    }
+    let named = Named {
+        what: "system",
+        field: "systemId",
+        name,
+    };
+    adopt_by_name(
+        rc,
+        status,
+        named,
+        found,
+        |s| s.id.as_str(),
+        |status, s| {
+            status.id = Some(s.id.clone());
+        },
+    )
+    .await
 }
 
 fn scheme_ids(schemes: &[api::AuthSchemeConfig]) -> Vec<String> {
