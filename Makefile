@@ -12,7 +12,7 @@ test:
 	$(CARGO) clippy --all-targets -- -D warnings
 	tests/cluster/build >/dev/null
 	tests/tools/build-helm >/dev/null
-	$(CARGO) test --all-targets
+	$(CARGO) test --lib --bins --tests --no-fail-fast
 
 fmt:
 	$(CARGO) fmt --all
@@ -74,3 +74,12 @@ SCALE ?= full
 bench:
 	tests/cluster/build >/dev/null
 	SCALE=$(SCALE) $(CARGO) bench --bench operator
+
+.PHONY: chaos
+
+# The failure tests at full size (tests/chaos.rs, tests/chaos_apiserver.rs; `make test` runs them
+# short): more objects and SIGKILLs, longer fault windows, three apiserver restarts. A failure
+# prints its seed; CHAOS_SEED=N replays that run's timing.
+chaos:
+	tests/cluster/build >/dev/null
+	CHAOS=long $(CARGO) test --release --test chaos --test chaos_apiserver -- --test-threads=1
