@@ -525,7 +525,11 @@ async fn project_auth_and_base_url() {
         .expect_err("prefix kept");
     api_err(&err, 404, "not_found");
     let state = emu.state().await;
-    assert_eq!(state["requests"]["GET (no matching route)"], 1, "{state}");
+    assert_eq!(
+        state["requests"]["GET (no matching route)"], 1,
+        "{}",
+        state["requests"]
+    );
     assert_eq!(state["requestsTotal"], 1);
 
     drop((client, wrong, wrong_jwt, jwt, other_org, slash, prefixed));
@@ -734,7 +738,11 @@ async fn systems_list_search_and_pagination() {
     let got: Vec<&str> = all.iter().map(|s| s.id.as_str()).collect();
     assert_eq!(got, ids);
     let state = emu.state().await;
-    assert_eq!(state["requests"]["GET /o/{org}/systems"], 2, "{state}");
+    assert_eq!(
+        state["requests"]["GET /o/{org}/systems"], 2,
+        "{}",
+        state["requests"]
+    );
     let calls = emu.calls.lock().expect("calls").clone();
     assert_eq!(calls.len(), 2);
     assert!(
