@@ -82,4 +82,4 @@ bench:
 # prints its seed; CHAOS_SEED=N replays that run's timing.
 chaos:
 	tests/cluster/build >/dev/null
-	CHAOS=long $(CARGO) test --release --test chaos --test chaos_apiserver -- --test-threads=1
+	CHAOS=long $(CARGO) test --release --no-fail-fast --test chaos --test chaos_apiserver -- --test-threads=1

@@ -249,7 +249,8 @@ async fn run_with_endpoint(
             config.token.clone(),
         )
         .with_observer(metrics.versori_call_observer())
-        .with_max_in_flight(config.versori_max_in_flight),
+        .with_max_in_flight(config.versori_max_in_flight)
+        .with_read_retries(2),
     )
     .map_err(|e| RunError::VersoriClient(e.to_string().replace(['\n', '\r'], " ")))?;
 

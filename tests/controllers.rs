@@ -868,12 +868,24 @@ async fn canary_secret_values_never_leave_the_versori_payloads() {
 #[tokio::test]
 async fn a_missing_secret_is_a_condition_and_recovers_when_it_appears() {
     let mut world = World::start("missing").await;
-    world.apply_examples();
+    // Everything but the Connection's Secret, which comes last.
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let secrets_file = examples.join("00-secrets.yaml");
+    world.kubectl(&["apply", "-f", &secrets_file.to_string_lossy()]);
     let secrets: Api<k8s_openapi::api::core::v1::Secret> = world.api();
     secrets
         .delete("demo-api-key", &DeleteParams::default())
         .await
         .expect("delete the Secret");
+    for file in [
+        "10-system-shopify.yaml",
+        "11-system-example-oauth2.yaml",
+        "20-projectsystem-shopify.yaml",
+        "21-projectsystem-example-oauth2.yaml",
+        "30-connection-demo-api-key.yaml",
+    ] {
+        world.kubectl(&["apply", "-f", &examples.join(file).to_string_lossy()]);
+    }
     let message = world
         .wait_reason(
             "connection",

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::core::PartialObjectMeta;
+use kube::runtime::Controller;
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{Controller, watcher};
 use kube::{Api, ResourceExt};
 
 use super::Shutdown;
@@ -846,16 +846,12 @@ async fn observe(
 /// ProjectSystems (a template becoming ready or switching auth scheme), and on changes to the
 /// Secrets they reference (rotation).
 pub async fn run(scope: Scope, ctx: Arc<Context>, shutdown: Shutdown) {
-    let controller = Controller::new(
-        scope.api::<Connection>(),
-        watcher::Config::default().any_semantic(),
-    );
-    let store = controller.store();
+    let (store, stream) = reconciler::primary_watch(scope.api::<Connection>(), "Connection");
+    let controller = Controller::for_stream(stream, store.clone());
     let by_secret = store.clone();
     controller
-        .watches(
-            scope.api::<ProjectSystem>(),
-            watcher::Config::default().any_semantic(),
+        .watches_stream(
+            reconciler::related_watch(scope.api::<ProjectSystem>(), "ProjectSystem"),
             move |ps| {
                 let (namespace, name) = (ps.namespace(), ps.name_any());
                 store
@@ -868,9 +864,8 @@ pub async fn run(scope: Scope, ctx: Arc<Context>, shutdown: Shutdown) {
                     .collect::<Vec<_>>()
             },
         )
-        .watches(
-            scope.api::<PartialObjectMeta<Secret>>(),
-            watcher::Config::default().any_semantic(),
+        .watches_stream(
+            reconciler::related_watch(scope.api::<PartialObjectMeta<Secret>>(), "Secret"),
             move |secret| {
                 let (namespace, name) = (secret.namespace(), secret.name_any());
                 by_secret

@@ -144,6 +144,16 @@ impl Error {
         )
     }
 
+    /// Whether this is a passing failure (Versori 5xx, 429, timeout or transport error, or a
+    /// Kubernetes API error) that says nothing about the Versori object itself.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Versori { source, .. } => source.is_retryable(),
+            Error::Kube { .. } => true,
+            _ => false,
+        }
+    }
+
     /// The delay Versori asked for (429 `Retry-After`), if any.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {

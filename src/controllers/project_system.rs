@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use futures::StreamExt;
+use kube::runtime::Controller;
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{Controller, watcher};
 use kube::{Api, ResourceExt};
 
 use super::Shutdown;
@@ -403,16 +403,12 @@ async fn observe(
 /// they link (a System becoming ready), and on Connection changes (a template waiting to be
 /// removed retries when its Connections go).
 pub async fn run(scope: Scope, ctx: Arc<Context>, shutdown: Shutdown) {
-    let controller = Controller::new(
-        scope.api::<ProjectSystem>(),
-        watcher::Config::default().any_semantic(),
-    );
-    let store = controller.store();
+    let (store, stream) = reconciler::primary_watch(scope.api::<ProjectSystem>(), "ProjectSystem");
+    let controller = Controller::for_stream(stream, store.clone());
     let deleting = store.clone();
     controller
-        .watches(
-            scope.api::<System>(),
-            watcher::Config::default().any_semantic(),
+        .watches_stream(
+            reconciler::related_watch(scope.api::<System>(), "System"),
             move |system| {
                 let (namespace, name) = (system.namespace(), system.name_any());
                 store
@@ -426,9 +422,8 @@ pub async fn run(scope: Scope, ctx: Arc<Context>, shutdown: Shutdown) {
                     .collect::<Vec<_>>()
             },
         )
-        .watches(
-            scope.api::<Connection>(),
-            watcher::Config::default().any_semantic(),
+        .watches_stream(
+            reconciler::related_watch(scope.api::<Connection>(), "Connection"),
             move |connection| {
                 // Only a ProjectSystem waiting for its Connections to go cares.
                 let namespace = connection.namespace().unwrap_or_default();

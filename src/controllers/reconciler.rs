@@ -8,12 +8,15 @@ use std::fmt::Debug;
 use std::future::Future;
 use std::sync::Arc;
 
+use futures::{Stream, StreamExt};
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event as KubeEvent, EventType};
 use kube::runtime::finalizer::{self, Event};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -47,6 +50,63 @@ impl Scope {
             None => Api::all(self.client.clone()),
         }
     }
+}
+
+fn watch_config() -> watcher::Config {
+    watcher::Config::default().any_semantic()
+}
+
+/// Drops a watch error after logging it. kube-runtime backs off all of a controller's triggers
+/// together on any error that reaches it, so after an apiserver restart (every watch answers
+/// 410 Expired once) the shared backoff would stack to tens of seconds of blindness. Each watch
+/// below restarts on its own backoff instead.
+fn log_and_drop<K>(
+    watch: &'static str,
+) -> impl FnMut(Result<K, watcher::Error>) -> std::future::Ready<Option<Result<K, watcher::Error>>>
+{
+    move |event| {
+        std::future::ready(match event {
+            Ok(object) => Some(Ok(object)),
+            Err(error) => {
+                tracing::warn!(watch, %error, "watch failed; it restarts on its own backoff");
+                None
+            }
+        })
+    }
+}
+
+/// A controller's own watch, with its cache: `Controller::for_stream(stream, store)`.
+pub fn primary_watch<K>(
+    api: Api<K>,
+    watch: &'static str,
+) -> (
+    Store<K>,
+    impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+)
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let stream = watcher(api, watch_config())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .filter_map(log_and_drop(watch));
+    (reader, stream)
+}
+
+/// A watch of related objects (created, changed or deleted): `watches_stream(stream, mapper)`.
+pub fn related_watch<K>(
+    api: Api<K>,
+    watch: &'static str,
+) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
+{
+    watcher(api, watch_config())
+        .default_backoff()
+        .touched_objects()
+        .filter_map(log_and_drop(watch))
 }
 
 /// A kind the generic loop manages: its status shape and its Versori adapter.
@@ -348,6 +408,14 @@ async fn apply<K: Managed>(
     let previous = ready_reason(K::common(&mut status.clone()));
     let result = obj.apply(&rc, &mut status).await;
     let generation = obj.meta().generation;
+    // A passing failure (a 5xx or 429 on a resync read, say) on an object that was Ready for this
+    // very spec leaves Ready alone: Versori still matched that spec when last seen. Flipping it
+    // would write status, wake every dependant (a ProjectSystem waits for its System to be
+    // Ready) and bypass the backoff; the failure shows in logs and metrics instead.
+    let keep_ready = matches!(&result, Err(e) if e.is_transient())
+        && K::common(&mut old.clone()).conditions.iter().any(|c| {
+            c.type_ == "Ready" && c.status == "True" && c.observed_generation == generation
+        });
     match &result {
         Ok(message) => set_ready(
             K::common(&mut status),
@@ -356,6 +424,7 @@ async fn apply<K: Managed>(
             message,
             generation,
         ),
+        Err(_) if keep_ready => {}
         Err(error) => set_ready(
             K::common(&mut status),
             false,

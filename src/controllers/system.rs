@@ -6,8 +6,8 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use kube::core::PartialObjectMeta;
+use kube::runtime::Controller;
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{Controller, watcher};
 
 use super::Shutdown;
 use super::context::Context;
@@ -455,17 +455,13 @@ fn to_api(
 /// reference, and on ProjectSystem changes (a System waiting to be deleted retries when the
 /// ProjectSystems using it go).
 pub async fn run(scope: Scope, ctx: Arc<Context>, shutdown: Shutdown) {
-    let controller = Controller::new(
-        scope.api::<System>(),
-        watcher::Config::default().any_semantic(),
-    );
-    let store = controller.store();
+    let (store, stream) = reconciler::primary_watch(scope.api::<System>(), "System");
+    let controller = Controller::for_stream(stream, store.clone());
     let by_secret = store.clone();
     let deleting = store.clone();
     controller
-        .watches(
-            scope.api::<PartialObjectMeta<Secret>>(),
-            watcher::Config::default().any_semantic(),
+        .watches_stream(
+            reconciler::related_watch(scope.api::<PartialObjectMeta<Secret>>(), "Secret"),
             move |secret| {
                 let (namespace, name) = (secret.namespace(), secret.name_any());
                 by_secret
@@ -476,9 +472,8 @@ pub async fn run(scope: Scope, ctx: Arc<Context>, shutdown: Shutdown) {
                     .collect::<Vec<_>>()
             },
         )
-        .watches(
-            scope.api::<ProjectSystem>(),
-            watcher::Config::default().any_semantic(),
+        .watches_stream(
+            reconciler::related_watch(scope.api::<ProjectSystem>(), "ProjectSystem"),
             move |ps| {
                 // Only a System waiting for its ProjectSystems to go cares.
                 let namespace = ps.namespace().unwrap_or_default();

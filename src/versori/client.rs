@@ -5,6 +5,7 @@
 //! `tracing::debug!` (operation, method, route template, status, elapsed ms; never bodies)
 //! and reports a [`CallRecord`] to the optional observer.
 
+use backon::{BackoffBuilder, ExponentialBuilder};
 use std::collections::HashSet;
 use std::fmt;
 use std::sync::Arc;
@@ -92,6 +93,8 @@ pub struct ClientConfig {
     pub user_agent: String,
     /// Called after every request.
     pub observer: Option<CallObserver>,
+    /// How many times a read (GET) that failed in passing is retried (default 0).
+    pub read_retries: usize,
     /// The most requests in flight at once from this client and its clones (`None`: no cap).
     /// Callers beyond it wait for a slot, so a burst of reconciles cannot flood Versori.
     pub max_in_flight: Option<usize>,
@@ -109,7 +112,14 @@ impl ClientConfig {
             user_agent: default_user_agent(),
             observer: None,
             max_in_flight: None,
+            read_retries: 0,
         }
+    }
+
+    /// Retries reads that failed in passing up to `retries` times.
+    pub fn with_read_retries(mut self, retries: usize) -> Self {
+        self.read_retries = retries;
+        self
     }
 
     /// Caps the requests in flight at once.
@@ -141,11 +151,12 @@ impl fmt::Debug for ClientConfig {
             .field("user_agent", &self.user_agent)
             .field("observer", &self.observer.as_ref().map(|_| "<fn>"))
             .field("max_in_flight", &self.max_in_flight)
+            .field("read_retries", &self.read_retries)
             .finish()
     }
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Verb {
     Get,
     Post,
@@ -258,6 +269,7 @@ struct Inner {
     organisation: String,
     observer: Option<CallObserver>,
     limit: Option<tokio::sync::Semaphore>,
+    read_retries: usize,
 }
 
 /// A client of the Versori Platform API. Cheap to clone (shares its connection pool).
@@ -296,6 +308,7 @@ impl VersoriClient {
             user_agent,
             observer,
             max_in_flight,
+            read_retries,
         } = config;
 
         if !matches!(base_url.scheme(), "http" | "https") {
@@ -356,6 +369,7 @@ impl VersoriClient {
                 organisation,
                 observer,
                 limit: max_in_flight.map(|n| tokio::sync::Semaphore::new(n.max(1))),
+                read_retries,
             }),
         })
     }
@@ -741,8 +755,45 @@ impl VersoriClient {
         self.execute(op, segments, &[], body).await.map(|_| ())
     }
 
-    /// Sends one request and reads the whole answer; non-2xx answers become `ApiError::Api`.
+    /// Sends a request, retrying a read (GET) that failed in passing (5xx, 429, timeout,
+    /// transport) up to `read_retries` times after a short jittered backoff, or after
+    /// `Retry-After` when that is at most two seconds. Writes are never retried here: a write
+    /// whose answer was lost may have been committed, and only the caller can check.
     async fn execute<B>(
+        &self,
+        op: Op,
+        segments: &[&str],
+        query: &[(&str, &str)],
+        body: Option<&B>,
+    ) -> Result<Answer, ApiError>
+    where
+        B: Serialize + ?Sized,
+    {
+        let mut delays = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(100))
+            .with_max_delay(Duration::from_secs(1))
+            .with_max_times(self.inner.read_retries)
+            .with_jitter()
+            .build();
+        loop {
+            match self.execute_once(op, segments, query, body).await {
+                Err(error) if op.verb == Verb::Get && error.is_retryable() => {
+                    let Some(delay) = delays.next() else {
+                        return Err(error);
+                    };
+                    let delay = error
+                        .retry_after()
+                        .filter(|r| *r <= Duration::from_secs(2))
+                        .unwrap_or(delay);
+                    tokio::time::sleep(delay).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Sends one request and reads the whole answer; non-2xx answers become `ApiError::Api`.
+    async fn execute_once<B>(
         &self,
         op: Op,
         segments: &[&str],
