@@ -27,6 +27,10 @@ impl Managed for Connection {
         self.status.as_ref()
     }
 
+    fn versori_id(status: &ConnectionStatus) -> Option<&str> {
+        status.id.as_deref()
+    }
+
     fn common(status: &mut ConnectionStatus) -> &mut CommonStatus {
         &mut status.common
     }

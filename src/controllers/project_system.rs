@@ -23,6 +23,10 @@ impl Managed for ProjectSystem {
         self.status.as_ref()
     }
 
+    fn versori_id(status: &ProjectSystemStatus) -> Option<&str> {
+        status.connection_template_id.as_deref()
+    }
+
     fn common(status: &mut ProjectSystemStatus) -> &mut CommonStatus {
         &mut status.common
     }

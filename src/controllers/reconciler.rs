@@ -89,6 +89,8 @@ where
     let (reader, writer) = reflector::store();
     let stream = watcher(api, watch_config())
         .default_backoff()
+        // managedFields are most of a cached object and the operator never reads them.
+        .modify(|object: &mut K| object.meta_mut().managed_fields = None)
         .reflect(writer)
         .applied_objects()
         .filter_map(log_and_drop(watch));
@@ -128,6 +130,9 @@ pub trait Managed:
 
     /// The current status, if any.
     fn status(&self) -> Option<&Self::Status>;
+
+    /// The Versori ID recorded in a status, if any.
+    fn versori_id(status: &Self::Status) -> Option<&str>;
 
     /// The conditions and observed generation inside a status.
     fn common(status: &mut Self::Status) -> &mut CommonStatus;
@@ -348,9 +353,15 @@ fn ready_reason(status: &mut CommonStatus) -> Option<(String, String)> {
 
 /// The reconcile function handed to `Controller::run`.
 pub async fn reconcile<K: Managed>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let _slot = ctx.reconcile_slot(K::KIND).await;
+    // The reconcile's own (large) future exists only once it holds a slot: every object waiting
+    // for one costs a few words, not the whole state machine.
+    Box::pin(reconcile_in_slot(obj, Arc::clone(&ctx))).await
+}
+
+async fn reconcile_in_slot<K: Managed>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Action, Error> {
     let namespace = obj.namespace().ok_or(Error::NoNamespace)?;
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &namespace);
-    let _slot = ctx.reconcile_slot(K::KIND).await;
     let timer = ctx.metrics.reconcile_started(K::KIND);
     let span = tracing::info_span!("reconcile", kind = K::KIND, namespace = %namespace, object = %obj.name_any());
     let result = tracing::Instrument::instrument(
@@ -382,6 +393,15 @@ fn inner(error: &Error) -> &Error {
 /// The error policy handed to `Controller::run`: waiting states resync, failures back off
 /// (Versori's `Retry-After` first).
 pub fn error_policy<K: Managed>(obj: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action {
+    // The finalizer patch tests the finalizers it saw; on a cache a write behind it fails with
+    // 409/422 and succeeds once the watch catches up: retry soon, without backing off.
+    if let Error::Finalizer(boxed) = error
+        && let finalizer::Error::AddFinalizer(kube::Error::Api(status))
+        | finalizer::Error::RemoveFinalizer(kube::Error::Api(status)) = boxed.as_ref()
+        && matches!(status.code, 409 | 422)
+    {
+        return Action::requeue(std::time::Duration::from_millis(200));
+    }
     let error = inner(error);
     if error.is_waiting() {
         return Action::requeue(ctx.resync_delay());
@@ -397,6 +417,22 @@ async fn apply<K: Managed>(
     api: &Api<K>,
     namespace: &str,
 ) -> Result<Action, Error> {
+    // Without a Versori ID the next step may create or adopt: decide that on the object as it
+    // is now, not on a cache that may not show this operator's last write yet (the ID it just
+    // recorded, its intent marker): a stale view would report its own object as someone else's,
+    // or write an old status back.
+    let fresh;
+    let obj = match obj.status().and_then(K::versori_id) {
+        Some(_) => obj,
+        None => match api.get_opt(&obj.name_any()).await {
+            Ok(Some(current)) => {
+                fresh = current;
+                &fresh
+            }
+            Ok(None) => return Ok(Action::await_change()),
+            Err(error) => return Err(Error::kube("reading the object")(error)),
+        },
+    };
     let rc = Reconciling {
         ctx,
         obj,

@@ -30,6 +30,10 @@ impl Managed for System {
         self.status.as_ref()
     }
 
+    fn versori_id(status: &SystemStatus) -> Option<&str> {
+        status.id.as_deref()
+    }
+
     fn common(status: &mut SystemStatus) -> &mut CommonStatus {
         &mut status.common
     }
