@@ -12,7 +12,9 @@ use kube::{Api, ResourceExt};
 use super::Shutdown;
 use super::context::Context;
 use super::error::Error;
-use super::reconciler::{self, Managed, Named, Reconciling, Scope, adopt_by_name};
+use super::reconciler::{
+    self, ById, Managed, Named, Reconciling, Scope, adopt_by_name, observe_by_id,
+};
 use super::secrets::{SecretReader, hash_secrets};
 use crate::resources::common::{CommonStatus, DeletionPolicy};
 use crate::resources::{Connection, ConnectionStatus, Credentials, ProjectSystem};
@@ -790,34 +792,29 @@ async fn observe(
     name: &str,
 ) -> Result<Option<api::Connection>, Error> {
     let versori = &rc.ctx.versori;
-    if let Some(id) = status.id.clone().or_else(|| obj.spec.connection_id.clone()) {
-        match versori.get_connection(&id).await {
-            Ok(connection) => {
-                if status.id.is_none() {
-                    status.id = Some(id.clone());
-                    rc.event(
-                        "Adopted",
-                        "Adopt",
-                        format!("adopted Versori connection {id} named in spec.connectionId"),
-                    )
-                    .await;
-                }
-                return Ok(Some(connection));
-            }
-            Err(e) if e.is_not_found() => {
-                if obj.spec.connection_id.as_deref() == Some(id.as_str()) {
-                    return Err(Error::AdoptTargetNotFound {
-                        what: "connection",
-                        id,
-                        field: "connectionId",
-                    });
-                }
-                tracing::info!(id, "the Versori connection is gone; creating it again");
-                status.id = None;
-                status.credential_hash = None;
-            }
-            Err(e) => return Err(Error::versori("reading the Versori connection")(e)),
+    let named = Named {
+        what: "connection",
+        field: "connectionId",
+        name,
+    };
+    let recorded = status.id.clone();
+    let by_id = observe_by_id(
+        rc,
+        named,
+        recorded.as_deref(),
+        obj.spec.connection_id.as_deref(),
+        |id| async move { versori.get_connection(&id).await },
+    );
+    match by_id.await? {
+        ById::Found(connection) => {
+            status.id = Some(connection.id.clone());
+            return Ok(Some(connection));
         }
+        ById::Gone => {
+            status.id = None;
+            status.credential_hash = None;
+        }
+        ById::Unknown => {}
     }
     let found: Vec<api::Connection> = versori
         .list_connections(Some(&template.system_id), None)
@@ -826,11 +823,6 @@ async fn observe(
         .into_iter()
         .filter(|c| c.name == name)
         .collect();
-    let named = Named {
-        what: "connection",
-        field: "connectionId",
-        name,
-    };
     adopt_by_name(
         rc,
         status,

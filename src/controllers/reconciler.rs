@@ -226,6 +226,7 @@ impl<'a, K: Managed> Reconciling<'a, K> {
 }
 
 /// Which Versori object a resource stands for, when it is looked up by name.
+#[derive(Clone, Copy)]
 pub struct Named<'n> {
     /// What it is, for messages: "system", "connection".
     pub what: &'static str,
@@ -233,6 +234,55 @@ pub struct Named<'n> {
     pub field: &'static str,
     /// The name looked up.
     pub name: &'n str,
+}
+
+/// What the ID a resource carries says about its Versori object.
+pub enum ById<T> {
+    /// Found by the ID recorded in status, or adopted by the one named in spec (announced).
+    Found(T),
+    /// The recorded object was deleted behind the operator's back: forget it and create again.
+    Gone,
+    /// No ID yet: look it up by name, or create it.
+    Unknown,
+}
+
+/// Reads the Versori object by the ID in status or, for adoption, the ID in spec. An adoption
+/// target that does not exist is an error; a recorded object that vanished is `Gone`.
+pub async fn observe_by_id<K: Managed, T, Fut>(
+    rc: &Reconciling<'_, K>,
+    named: Named<'_>,
+    recorded: Option<&str>,
+    adopt: Option<&str>,
+    get: impl FnOnce(String) -> Fut,
+) -> Result<ById<T>, Error>
+where
+    Fut: Future<Output = Result<T, crate::versori::ApiError>>,
+{
+    let Some(id) = recorded.or(adopt).map(str::to_owned) else {
+        return Ok(ById::Unknown);
+    };
+    let Named { what, field, .. } = named;
+    match get(id.clone()).await {
+        Ok(object) => {
+            if recorded.is_none() {
+                rc.event(
+                    "Adopted",
+                    "Adopt",
+                    format!("adopted Versori {what} {id} named in spec.{field}"),
+                )
+                .await;
+            }
+            Ok(ById::Found(object))
+        }
+        Err(e) if e.is_not_found() && adopt == Some(id.as_str()) => {
+            Err(Error::AdoptTargetNotFound { what, id, field })
+        }
+        Err(e) if e.is_not_found() => {
+            tracing::info!(what, id, "the Versori object is gone; creating it again");
+            Ok(ById::Gone)
+        }
+        Err(e) => Err(Error::versori("reading the Versori object by its ID")(e)),
+    }
 }
 
 /// Adoption by name after an interrupted create (Crossplane's external-create-pending protocol):

@@ -12,7 +12,9 @@ use kube::runtime::reflector::ObjectRef;
 use super::Shutdown;
 use super::context::Context;
 use super::error::Error;
-use super::reconciler::{self, Managed, Named, Reconciling, Scope, adopt_by_name};
+use super::reconciler::{
+    self, ById, Managed, Named, Reconciling, Scope, adopt_by_name, observe_by_id,
+};
 use super::secrets::hash_secrets;
 use crate::resources::common::{CommonStatus, DeletionPolicy};
 use crate::resources::system::{
@@ -218,34 +220,26 @@ async fn observe(
     name: &str,
 ) -> Result<Option<api::System>, Error> {
     let versori = &rc.ctx.versori;
-    if let Some(id) = status.id.clone().or_else(|| obj.spec.system_id.clone()) {
-        match versori.get_system(&id).await {
-            Ok(system) => {
-                if status.id.is_none() {
-                    status.id = Some(id.clone());
-                    rc.event(
-                        "Adopted",
-                        "Adopt",
-                        format!("adopted Versori system {id} named in spec.systemId"),
-                    )
-                    .await;
-                }
-                return Ok(Some(system));
-            }
-            Err(e) if e.is_not_found() => {
-                if obj.spec.system_id.as_deref() == Some(id.as_str()) {
-                    return Err(Error::AdoptTargetNotFound {
-                        what: "system",
-                        id,
-                        field: "systemId",
-                    });
-                }
-                // Deleted behind the operator's back: create it again.
-                tracing::info!(id, "the Versori system is gone; creating it again");
-                status.id = None;
-            }
-            Err(e) => return Err(Error::versori("reading the Versori system")(e)),
+    let named = Named {
+        what: "system",
+        field: "systemId",
+        name,
+    };
+    let recorded = status.id.clone();
+    let by_id = observe_by_id(
+        rc,
+        named,
+        recorded.as_deref(),
+        obj.spec.system_id.as_deref(),
+        |id| async move { versori.get_system(&id).await },
+    );
+    match by_id.await? {
+        ById::Found(system) => {
+            status.id = Some(system.id.clone());
+            return Ok(Some(system));
         }
+        ById::Gone => status.id = None,
+        ById::Unknown => {}
     }
     let found: Vec<api::System> = versori
         .list_systems(Some(name))
@@ -254,11 +248,6 @@ async fn observe(
         .into_iter()
         .filter(|s| s.name == name)
         .collect();
-    let named = Named {
-        what: "system",
-        field: "systemId",
-        name,
-    };
     adopt_by_name(
         rc,
         status,
