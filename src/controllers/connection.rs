@@ -10,16 +10,16 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Api, ResourceExt};
 
 use super::Shutdown;
+use super::conditions::{self, Reason};
 use super::context::Context;
 use super::error::Error;
-use super::reconciler::{
-    self, ById, Managed, Named, Reconciling, Scope, adopt_by_name, observe_by_id,
-};
+use super::reconciler::{self, External, KubeOps, Managed, Reconciling, Scope};
 use super::secrets::{SecretReader, hash_secrets};
 use crate::resources::common::{CommonStatus, DeletionPolicy};
 use crate::resources::{Connection, ConnectionStatus, Credentials, ProjectSystem};
 use crate::versori::SecretValue;
 use crate::versori::models::{self as api, CredentialType};
+use serde::{Deserialize, Serialize};
 
 impl Managed for Connection {
     type Status = ConnectionStatus;
@@ -29,10 +29,6 @@ impl Managed for Connection {
         self.status.as_ref()
     }
 
-    fn versori_id(status: &ConnectionStatus) -> Option<&str> {
-        status.id.as_deref()
-    }
-
     fn common(status: &mut ConnectionStatus) -> &mut CommonStatus {
         &mut status.common
     }
@@ -40,144 +36,246 @@ impl Managed for Connection {
     fn deletion_policy(&self) -> DeletionPolicy {
         self.spec.deletion_policy.unwrap_or_default()
     }
+}
 
-    async fn apply(
-        &self,
-        rc: &Reconciling<'_, Self>,
-        status: &mut ConnectionStatus,
-    ) -> Result<String, Error> {
-        let versori = &rc.ctx.versori;
+/// What a Connection's spec wants: a connection to its ProjectSystem's template, with the
+/// credential read from Secrets (or a person's authorization to come).
+pub struct DesiredConnection {
+    template: Template,
+    name: String,
+    /// The base URL override; empty: the template's.
+    base_url: String,
+    credential: Wanted,
+}
+
+/// The credential a Connection wants.
+enum Wanted {
+    /// Values read from Secrets, with the hash status keeps of them.
+    Send { credential: Desired, hash: String },
+    /// A person authorizes in a browser; the operator's callback creates the connection.
+    AuthorizationCode,
+}
+
+/// A connection is found by its name within its system (names are unique there).
+#[derive(Serialize, Deserialize)]
+pub struct ConnectionLocator {
+    name: String,
+    system_id: String,
+}
+
+impl External for Connection {
+    type Desired = DesiredConnection;
+    type Observed = api::Connection;
+    type Locator = ConnectionLocator;
+    const WHAT: &'static str = "connection";
+    const ID_FIELD: &'static str = "connectionId";
+    const UNIQUE_NAMES: bool = true;
+
+    fn recorded_id(status: &ConnectionStatus) -> Option<&str> {
+        status.id.as_deref()
+    }
+
+    fn forget(status: &mut ConnectionStatus) {
+        status.id = None;
+        status.credential_hash = None;
+    }
+
+    fn adopt_id(&self) -> Option<&str> {
+        self.spec.connection_id.as_deref()
+    }
+
+    async fn desired(&self, rc: &Reconciling<'_, Self>) -> Result<DesiredConnection, Error> {
         let template = resolve_template(self, rc).await?;
         if template.dynamic != self.spec.external_id.is_some() {
             return Err(external_id_mismatch(&template));
         }
-        // The credential (Secrets read here) before any Versori call.
-        let kind = select_credential(self.spec.credentials.as_ref(), &template)?;
-        if kind == Kind::AuthorizationCode {
-            return authorization_code(self, rc, status, &template).await;
-        }
-        clear_authorization(status);
-        let desired = read_credential(self, kind, &mut rc.secrets()).await?;
-        let hash = desired.hash(&rc.uid());
-        let name = self.versori_name();
-        let base_url = self.spec.base_url.clone().unwrap_or_default();
-
-        let existing = observe(self, rc, status, &template, &name).await?;
-        let connection = match existing {
-            Some(connection) => connection,
-            None => {
-                let config = template_config(rc, &template).await?;
-                rc.mark_create_pending().await?;
-                let created = versori
-                    .create_connection(&api::EnvSystemConnectionCreate {
-                        connection_template_id: template.template_id.clone(),
-                        connection: api::ConnectionCreate {
-                            name: name.clone(),
-                            credentials: vec![desired.to_api(versori.organisation(), &config)],
-                            base_url: self.spec.base_url.clone(),
-                        },
-                        external_id: self.spec.external_id.clone(),
-                    })
-                    .await
-                    .map_err(|e| {
-                        external_id_error(&e, &template)
-                            .unwrap_or_else(|| Error::versori("creating the Versori connection")(e))
-                    })?;
-                status.id = Some(created.id.clone());
-                status.credential_hash = Some(hash.clone());
-                status.credential_type = Some(desired.credential_type().as_str().to_owned());
-                rc.persist(status).await?;
-                rc.event(
-                    "Created",
-                    "Create",
-                    format!("created Versori connection {name:?} with ID {}", created.id),
-                )
-                .await;
-                created
+        let credential = match select_credential(self.spec.credentials.as_ref(), &template)? {
+            Selected::AuthorizationCode => Wanted::AuthorizationCode,
+            Selected::Send(kind) => {
+                let credential = read_credential(kind, &mut rc.secrets()).await?;
+                let hash = credential.hash(&rc.uid());
+                Wanted::Send { credential, hash }
             }
         };
-        let id = connection.id.clone();
+        Ok(DesiredConnection {
+            template,
+            name: self.versori_name(),
+            base_url: self.spec.base_url.clone().unwrap_or_default(),
+            credential,
+        })
+    }
 
-        let observed_type = connection
+    fn locator(desired: &DesiredConnection) -> ConnectionLocator {
+        ConnectionLocator {
+            name: desired.name.clone(),
+            system_id: desired.template.system_id.clone(),
+        }
+    }
+
+    async fn get(
+        &self,
+        rc: &Reconciling<'_, Self>,
+        _desired: &DesiredConnection,
+        id: &str,
+    ) -> Result<Option<api::Connection>, Error> {
+        match rc.ctx.versori.get_connection(id).await {
+            Ok(connection) => Ok(Some(connection)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(Error::versori("reading the Versori connection")(e)),
+        }
+    }
+
+    async fn find_by_name(
+        &self,
+        rc: &Reconciling<'_, Self>,
+        locator: &ConnectionLocator,
+    ) -> Result<Vec<api::Connection>, Error> {
+        Ok(rc
+            .ctx
+            .versori
+            .list_connections(Some(&locator.system_id), None)
+            .await
+            .map_err(Error::versori("looking up the Versori connection by name"))?
+            .into_iter()
+            .filter(|c| c.name == locator.name)
+            .collect())
+    }
+
+    fn id_of(observed: &api::Connection) -> &str {
+        &observed.id
+    }
+
+    async fn before_create(
+        &self,
+        rc: &Reconciling<'_, Self>,
+        desired: &DesiredConnection,
+        status: &mut ConnectionStatus,
+    ) -> Result<(), Error> {
+        match desired.credential {
+            Wanted::AuthorizationCode => start_authorization(rc, status, &desired.template).await,
+            Wanted::Send { .. } => Ok(()),
+        }
+    }
+
+    async fn create(
+        &self,
+        rc: &Reconciling<'_, Self>,
+        desired: &DesiredConnection,
+    ) -> Result<api::Connection, Error> {
+        let Wanted::Send { credential, .. } = &desired.credential else {
+            // before_create never lets an authorization-code connection through.
+            return Err(Error::AuthorizationRequired(
+                "waiting for a person to authorize: open status.authorizationUrl in a browser"
+                    .into(),
+            ));
+        };
+        let versori = &rc.ctx.versori;
+        let config = template_config(rc, &desired.template).await?;
+        versori
+            .create_connection(&api::EnvSystemConnectionCreate {
+                connection_template_id: desired.template.template_id.clone(),
+                connection: api::ConnectionCreate {
+                    name: desired.name.clone(),
+                    credentials: vec![credential.to_api(versori.organisation(), &config)],
+                    base_url: self.spec.base_url.clone().filter(|u| !u.is_empty()),
+                },
+                external_id: self.spec.external_id.clone(),
+            })
+            .await
+            .map_err(|e| {
+                external_id_error(&e, &desired.template)
+                    .unwrap_or_else(|| Error::versori("creating the Versori connection")(e))
+            })
+    }
+
+    fn up_to_date(
+        &self,
+        desired: &DesiredConnection,
+        observed: &api::Connection,
+        status: &ConnectionStatus,
+    ) -> bool {
+        let Wanted::Send { credential, hash } = &desired.credential else {
+            // Versori never returns the person's code, so the credential cannot be sent again:
+            // drift in name or base URL is left alone.
+            return true;
+        };
+        let observed_type = observed
             .credentials
             .first()
             .and_then(|c| c.credential.as_ref())
             .map(|c| c.type_);
-        let rotated = status.credential_hash.as_deref() != Some(hash.as_str());
-        let drifted = connection.name != name
-            || connection.base_url.clone().unwrap_or_default() != base_url
-            || observed_type != Some(desired.credential_type());
-        if rotated || drifted {
-            let config = template_config(rc, &template).await?;
-            versori
-                .update_connection(
-                    &id,
-                    &api::ConnectionUpdate {
-                        name: name.clone(),
-                        credentials: vec![desired.to_api(versori.organisation(), &config)],
-                        base_url: base_url.clone(),
-                    },
-                )
-                .await
-                .map_err(Error::versori("updating the Versori connection"))?;
-            let what = match (rotated, drifted) {
-                (true, true) => "credentials and settings",
-                (true, false) => "credentials",
-                _ => "settings",
-            };
-            rc.event(
-                "Updated",
-                "Update",
-                format!("updated the {what} of Versori connection {id}"),
-            )
-            .await;
-        }
-        status.id = Some(id.clone());
-        status.connection_template_id = Some(template.template_id.clone());
-        status.system_id = Some(template.system_id.clone());
-        status.credential_type = Some(desired.credential_type().as_str().to_owned());
-        status.credential_hash = Some(hash);
-        Ok(format!("Versori connection {name:?} has ID {id}"))
+        status.credential_hash.as_deref() == Some(hash.as_str())
+            && observed.name == desired.name
+            && observed.base_url.clone().unwrap_or_default() == desired.base_url
+            && observed_type == Some(credential.credential_type())
     }
 
-    async fn delete(
+    async fn update(
         &self,
         rc: &Reconciling<'_, Self>,
-        status: &mut ConnectionStatus,
-    ) -> Result<(), Error> {
+        desired: &DesiredConnection,
+        observed: api::Connection,
+        status: &ConnectionStatus,
+    ) -> Result<(api::Connection, String), Error> {
+        let Wanted::Send { credential, hash } = &desired.credential else {
+            return Ok((observed, String::new()));
+        };
         let versori = &rc.ctx.versori;
-        let id = match (status.id.clone(), status.system_id.clone()) {
-            (Some(id), _) => id,
-            // An interrupted create may have made the connection without recording its ID.
-            (None, system_id) if rc.create_pending() => {
-                let Some(system_id) = system_id.or(template_system_id(self, rc).await) else {
-                    return Ok(());
-                };
-                let name = self.versori_name();
-                let found: Vec<_> = versori
-                    .list_connections(Some(&system_id), None)
-                    .await
-                    .map_err(Error::versori("looking up the Versori connection by name"))?
-                    .into_iter()
-                    .filter(|c| c.name == name)
-                    .collect();
-                match found.as_slice() {
-                    [one] => one.id.clone(),
-                    _ => return Ok(()),
+        let config = template_config(rc, &desired.template).await?;
+        versori
+            .update_connection(
+                &observed.id,
+                &api::ConnectionUpdate {
+                    name: desired.name.clone(),
+                    credentials: vec![credential.to_api(versori.organisation(), &config)],
+                    base_url: desired.base_url.clone(),
+                },
+            )
+            .await
+            .map_err(Error::versori("updating the Versori connection"))?;
+        let rotated = status.credential_hash.as_deref() != Some(hash.as_str());
+        let what = if rotated {
+            "credentials sent again"
+        } else {
+            "name, base URL or credential type"
+        };
+        Ok((observed, what.to_owned()))
+    }
+
+    fn record(
+        &self,
+        desired: &DesiredConnection,
+        observed: &api::Connection,
+        status: &mut ConnectionStatus,
+    ) -> String {
+        clear_authorization(status);
+        status.id = Some(observed.id.clone());
+        status.connection_template_id = Some(desired.template.template_id.clone());
+        status.system_id = Some(desired.template.system_id.clone());
+        match &desired.credential {
+            Wanted::Send { credential, hash } => {
+                status.credential_type = Some(credential.credential_type().as_str().to_owned());
+                status.credential_hash = Some(hash.clone());
+            }
+            Wanted::AuthorizationCode => {
+                if let Some(credential) = observed
+                    .credentials
+                    .first()
+                    .and_then(|c| c.credential.as_ref())
+                {
+                    status.credential_type = Some(credential.type_.as_str().to_owned());
                 }
             }
-            _ => return Ok(()),
-        };
-        match versori.delete_connection(&id).await {
-            Ok(()) => {
-                rc.event(
-                    "Deleted",
-                    "Delete",
-                    format!("deleted Versori connection {id}"),
-                )
-                .await;
-                Ok(())
-            }
+        }
+        format!(
+            "Versori connection {:?} has ID {}",
+            desired.name, observed.id
+        )
+    }
+
+    async fn delete(&self, rc: &Reconciling<'_, Self>, id: &str) -> Result<(), Error> {
+        match rc.ctx.versori.delete_connection(id).await {
+            Ok(()) => Ok(()),
             Err(e) if e.is_not_found() => Ok(()),
             Err(e) => Err(Error::versori("deleting the Versori connection")(e)),
         }
@@ -232,7 +330,7 @@ async fn resolve_template(
     let name = &obj.spec.project_system_ref.name;
     let api: Api<ProjectSystem> = Api::namespaced(rc.ctx.client.clone(), &rc.namespace);
     let waiting = |message: String| Error::Waiting {
-        reason: "WaitingForProjectSystem",
+        reason: Reason::WaitingForProjectSystem,
         message,
     };
     let ps = api
@@ -245,11 +343,7 @@ async fn resolve_template(
             ))
         })?;
     let status = ps.status.unwrap_or_default();
-    let ready = status
-        .common
-        .conditions
-        .iter()
-        .any(|c| c.type_ == "Ready" && c.status == "True");
+    let ready = conditions::is_ready(&status.common);
     match (
         ready,
         status.connection_template_id,
@@ -269,16 +363,6 @@ async fn resolve_template(
             "waiting for ProjectSystem {name:?} to be ready in Versori"
         ))),
     }
-}
-
-async fn template_system_id(obj: &Connection, rc: &Reconciling<'_, Connection>) -> Option<String> {
-    let api: Api<ProjectSystem> = Api::namespaced(rc.ctx.client.clone(), &rc.namespace);
-    api.get_opt(&obj.spec.project_system_ref.name)
-        .await
-        .ok()
-        .flatten()
-        .and_then(|ps| ps.status)
-        .and_then(|s| s.system_id)
 }
 
 /// The template's auth scheme config, which every credential carries.
@@ -312,72 +396,88 @@ fn external_id_mismatch(template: &Template) -> Error {
     } else {
         "the ProjectSystem is static: remove spec.externalId, or make the ProjectSystem dynamic"
     };
-    Error::InvalidReference {
-        reason: "ExternalIdMismatch",
+    Error::Unsatisfiable {
+        reason: Reason::ExternalIdMismatch,
         message: message.into(),
     }
 }
 
-/// Which credential the template's auth scheme takes (the CLI's rules and words).
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Kind {
-    Bypass,
-    ApiKey,
-    BasicAuth,
-    OAuth2Client,
-    OAuth2Password,
-    OAuth2Token,
-    /// No credential: a person authorizes in a browser (the in-cluster authorization code flow).
+/// Which credential the template's auth scheme takes (the CLI's rules and words): the member
+/// of `spec.credentials` to read, or a person's authorization.
+#[derive(Clone, Copy, Debug)]
+enum Selected<'c> {
+    Send(Member<'c>),
     AuthorizationCode,
 }
 
-fn select_credential(
-    credentials: Option<&Credentials>,
+/// The `spec.credentials` member a credential is read from.
+#[derive(Clone, Copy, Debug)]
+enum Member<'c> {
+    Bypass,
+    ApiKey(&'c crate::resources::connection::ApiKeyCredential),
+    BasicAuth(&'c crate::resources::connection::UsernamePasswordCredential),
+    OAuth2Client(&'c crate::resources::connection::OAuth2ClientCredentials),
+    OAuth2Password(&'c crate::resources::connection::UsernamePasswordCredential),
+    OAuth2Token(&'c crate::resources::connection::OAuth2TokenCredential),
+}
+
+fn select_credential<'c>(
+    given: Option<&'c Credentials>,
     template: &Template,
-) -> Result<Kind, Error> {
-    let given = credentials;
+) -> Result<Selected<'c>, Error> {
     if given.is_some_and(|c| c.bypass == Some(true)) {
-        return Ok(Kind::Bypass);
+        return Ok(Selected::Send(Member::Bypass));
     }
-    let has = |f: fn(&Credentials) -> bool| given.is_some_and(f);
     // The CLI's complaints, word for word.
     let missing = |what: &str| {
         Err(Error::MissingCredential(format!(
             "{what} for this connection template"
         )))
     };
-    match (
+    let member = |f: fn(&'c Credentials) -> Option<Member<'c>>| given.and_then(f);
+    let found = match (
         template.scheme_type.as_deref(),
         template.grant_type.as_deref(),
     ) {
-        (Some("api-key"), _) if has(|c| c.api_key.is_some()) => Ok(Kind::ApiKey),
-        (Some("api-key"), _) => missing("api-key is required"),
-        (Some("basic-auth"), _) if has(|c| c.basic_auth.is_some()) => Ok(Kind::BasicAuth),
-        (Some("basic-auth"), _) => missing("username and password are required"),
-        (Some("oauth2"), Some("clientCredentials"))
-            if has(|c| c.oauth2_client_credentials.is_some()) =>
-        {
-            Ok(Kind::OAuth2Client)
+        (Some("api-key"), _) => {
+            member(|c| c.api_key.as_ref().map(Member::ApiKey)).ok_or("api-key is required")
         }
-        (Some("oauth2"), Some("clientCredentials")) => {
-            missing("client-id and client-secret are required")
+        (Some("basic-auth"), _) => member(|c| c.basic_auth.as_ref().map(Member::BasicAuth))
+            .ok_or("username and password are required"),
+        (Some("oauth2"), Some("clientCredentials")) => member(|c| {
+            c.oauth2_client_credentials
+                .as_ref()
+                .map(Member::OAuth2Client)
+        })
+        .ok_or("client-id and client-secret are required"),
+        (Some("oauth2"), Some("password")) => {
+            member(|c| c.oauth2_password.as_ref().map(Member::OAuth2Password))
+                .ok_or("username and password are required")
         }
-        (Some("oauth2"), Some("password")) if has(|c| c.oauth2_password.is_some()) => {
-            Ok(Kind::OAuth2Password)
+        (Some("oauth2"), _) => {
+            if let Some(token) = member(|c| c.oauth2_token.as_ref().map(Member::OAuth2Token)) {
+                Ok(token)
+            } else if given.is_none() {
+                return Ok(Selected::AuthorizationCode);
+            } else {
+                Err(
+                    "a person's authorization (leave credentials out) or a refresh token (credentials.oauth2Token) is required",
+                )
+            }
         }
-        (Some("oauth2"), Some("password")) => missing("username and password are required"),
-        (Some("oauth2"), _) if has(|c| c.oauth2_token.is_some()) => Ok(Kind::OAuth2Token),
-        (Some("oauth2"), _) if given.is_none() => Ok(Kind::AuthorizationCode),
-        (Some("oauth2"), _) => missing(
-            "a person's authorization (leave credentials out) or a refresh token (credentials.oauth2Token) is required",
-        ),
-        (Some("none") | None, _) => missing("bypass is required"),
-        (Some(other), _) => Err(Error::InvalidReference {
-            reason: "UnsupportedAuthScheme",
-            message: format!(
-                "the operator cannot make a credential for a {other} auth scheme: set credentials.bypass to connect without one"
-            ),
-        }),
+        (Some("none") | None, _) => Err("bypass is required"),
+        (Some(other), _) => {
+            return Err(Error::Unsatisfiable {
+                reason: Reason::UnsupportedAuthScheme,
+                message: format!(
+                    "the operator cannot make a credential for a {other} auth scheme: set credentials.bypass to connect without one"
+                ),
+            });
+        }
+    };
+    match found {
+        Ok(member) => Ok(Selected::Send(member)),
+        Err(what) => missing(what),
     }
 }
 
@@ -406,47 +506,23 @@ enum Desired {
     },
 }
 
-async fn read_credential(
-    obj: &Connection,
-    kind: Kind,
-    secrets: &mut SecretReader,
-) -> Result<Desired, Error> {
-    let Some(c) = obj.spec.credentials.as_ref() else {
-        return Ok(Desired::Bypass);
-    };
-    Ok(match kind {
-        Kind::Bypass => Desired::Bypass,
-        Kind::ApiKey => {
-            let Some(k) = &c.api_key else {
-                return Ok(Desired::Bypass);
-            };
-            Desired::ApiKey(
-                secrets
-                    .read(&k.secret_key_ref.name, &k.secret_key_ref.key)
-                    .await?,
-            )
-        }
-        Kind::BasicAuth | Kind::OAuth2Password => {
-            let b = if kind == Kind::BasicAuth {
-                &c.basic_auth
-            } else {
-                &c.oauth2_password
-            };
-            let Some(b) = b else {
-                return Ok(Desired::Bypass);
-            };
-            let username = secrets.read(&b.secret_ref.name, b.username_key()).await?;
-            let password = secrets.read(&b.secret_ref.name, b.password_key()).await?;
-            if kind == Kind::BasicAuth {
-                Desired::BasicAuth { username, password }
-            } else {
-                Desired::OAuth2Password { username, password }
-            }
-        }
-        Kind::OAuth2Token => {
-            let Some(t) = &c.oauth2_token else {
-                return Ok(Desired::Bypass);
-            };
+async fn read_credential(member: Member<'_>, secrets: &mut SecretReader) -> Result<Desired, Error> {
+    Ok(match member {
+        Member::Bypass => Desired::Bypass,
+        Member::ApiKey(k) => Desired::ApiKey(
+            secrets
+                .read(&k.secret_key_ref.name, &k.secret_key_ref.key)
+                .await?,
+        ),
+        Member::BasicAuth(b) => Desired::BasicAuth {
+            username: secrets.read(&b.secret_ref.name, b.username_key()).await?,
+            password: secrets.read(&b.secret_ref.name, b.password_key()).await?,
+        },
+        Member::OAuth2Password(b) => Desired::OAuth2Password {
+            username: secrets.read(&b.secret_ref.name, b.username_key()).await?,
+            password: secrets.read(&b.secret_ref.name, b.password_key()).await?,
+        },
+        Member::OAuth2Token(t) => {
             let refresh_token = secrets
                 .read(&t.secret_ref.name, t.refresh_token_key())
                 .await?;
@@ -461,11 +537,7 @@ async fn read_credential(
                 scopes: t.scopes.clone(),
             }
         }
-        Kind::AuthorizationCode => Desired::Bypass,
-        Kind::OAuth2Client => {
-            let Some(o) = &c.oauth2_client_credentials else {
-                return Ok(Desired::Bypass);
-            };
+        Member::OAuth2Client(o) => {
             let client_id = match (&o.client_id, &o.client_id_secret_key_ref) {
                 (Some(id), _) => SecretValue::from(id.clone()),
                 (None, Some(r)) => secrets.read(&r.name, &r.key).await?,
@@ -635,35 +707,15 @@ pub fn state_hash(state: &str) -> String {
     hash_secrets("oauth2-state", [("state", state)])
 }
 
-/// The in-cluster authorization code flow. Once the callback has created the connection this
-/// only checks it exists (Versori never returns the code, so the credential cannot be sent
-/// again to repair drift). Otherwise it starts an authorization (`oauth2/initialise` with the
-/// operator's callback as redirect URL), publishes the URL in status and an event, and waits
-/// for a person; an expired one is replaced.
-async fn authorization_code(
-    obj: &Connection,
+/// The in-cluster authorization code flow, before a connection exists: starts an authorization
+/// (`oauth2/initialise` with the operator's callback as redirect URL), publishes the URL in
+/// status and an event, and waits for a person; an expired one is replaced. The callback then
+/// creates the connection ([`complete_authorization`]).
+async fn start_authorization(
     rc: &Reconciling<'_, Connection>,
     status: &mut ConnectionStatus,
     template: &Template,
-) -> Result<String, Error> {
-    let name = obj.versori_name();
-    if let Some(connection) = observe(obj, rc, status, template, &name).await? {
-        clear_authorization(status);
-        status.id = Some(connection.id.clone());
-        status.connection_template_id = Some(template.template_id.clone());
-        status.system_id = Some(template.system_id.clone());
-        if let Some(credential) = connection
-            .credentials
-            .first()
-            .and_then(|c| c.credential.as_ref())
-        {
-            status.credential_type = Some(credential.type_.as_str().to_owned());
-        }
-        return Ok(format!(
-            "authorized Versori connection {name:?} has ID {}",
-            connection.id
-        ));
-    }
+) -> Result<(), Error> {
     let Some(oauth2) = rc.ctx.oauth2.as_ref() else {
         return Err(Error::AuthorizationRequired(
             "this connection template uses the OAuth 2.0 authorization code grant and the operator has no callback URL (OAUTH2_CALLBACK_URL, chart value oauth2Callback.publicUrl): set one so a person can authorize in a browser, or give credentials.oauth2Token".into(),
@@ -694,8 +746,8 @@ async fn authorization_code(
             let state = url::Url::parse(&answer.url)
                 .ok()
                 .and_then(|u| u.query_pairs().find(|(k, _)| k == "state").map(|(_, v)| v.into_owned()))
-                .ok_or_else(|| Error::InvalidReference {
-                    reason: "UnsupportedAuthScheme",
+                .ok_or_else(|| Error::Unsatisfiable {
+                    reason: Reason::UnsupportedAuthScheme,
                     message: "Versori's authorization URL carries no state, so the operator cannot match the person's return to this Connection".into(),
                 })?;
             let ttl = jiff::SignedDuration::try_from(oauth2.ttl)
@@ -722,7 +774,8 @@ async fn authorization_code(
 }
 
 /// Creates the Versori connection from the code a person's browser brought back to the
-/// callback, and ends the pending authorization first (its state cannot be used again).
+/// callback, with the loop's create protocol, and ends the pending authorization first (its
+/// state cannot be used again).
 pub async fn complete_authorization(
     obj: &Connection,
     rc: &Reconciling<'_, Connection>,
@@ -748,28 +801,35 @@ pub async fn complete_authorization(
     );
     let scheme = config.unwrap_or_else(api::AuthSchemeConfig::bypass);
     let name = obj.versori_name();
+    let ops = KubeOps::<Connection>::new(rc.ctx, &rc.namespace);
     let mut status = obj.status.clone().unwrap_or_default();
     // The pending state is spent whatever happens next: a replay finds nothing.
     clear_authorization(&mut status);
-    rc.persist(&status).await?;
-    rc.mark_create_pending().await?;
-    let created = versori
-        .create_connection(&api::EnvSystemConnectionCreate {
-            connection_template_id: template.template_id.clone(),
-            connection: api::ConnectionCreate {
-                name: name.clone(),
-                credentials: vec![api::ConnectionCredential::new(scheme, credential)],
-                base_url: obj.spec.base_url.clone(),
-            },
-            external_id: obj.spec.external_id.clone(),
-        })
-        .await
-        .map_err(Error::versori("creating the authorized Versori connection"))?;
+    reconciler::Ops::write_status(&ops, obj, &status).await?;
+    let locator = ConnectionLocator {
+        name: name.clone(),
+        system_id: template.system_id.clone(),
+    };
+    let created = reconciler::create_outside_loop(rc, &ops, &locator, || async {
+        versori
+            .create_connection(&api::EnvSystemConnectionCreate {
+                connection_template_id: template.template_id.clone(),
+                connection: api::ConnectionCreate {
+                    name: name.clone(),
+                    credentials: vec![api::ConnectionCredential::new(scheme, credential)],
+                    base_url: obj.spec.base_url.clone().filter(|u| !u.is_empty()),
+                },
+                external_id: obj.spec.external_id.clone(),
+            })
+            .await
+            .map_err(Error::versori("creating the authorized Versori connection"))
+    })
+    .await?;
     status.id = Some(created.id.clone());
     status.connection_template_id = Some(template.template_id.clone());
     status.system_id = Some(template.system_id.clone());
     status.credential_type = Some(CredentialType::OAuth2Code.as_str().to_owned());
-    rc.persist(&status).await?;
+    reconciler::Ops::write_status(&ops, obj, &status).await?;
     rc.event(
         "Authorized",
         "Create",
@@ -780,62 +840,6 @@ pub async fn complete_authorization(
     )
     .await;
     Ok(created.id)
-}
-
-/// Finds the Versori connection this resource manages: by the ID in status, the ID in spec
-/// (adoption), or by name after an interrupted create. `None`: it must be created.
-async fn observe(
-    obj: &Connection,
-    rc: &Reconciling<'_, Connection>,
-    status: &mut ConnectionStatus,
-    template: &Template,
-    name: &str,
-) -> Result<Option<api::Connection>, Error> {
-    let versori = &rc.ctx.versori;
-    let named = Named {
-        what: "connection",
-        field: "connectionId",
-        name,
-    };
-    let recorded = status.id.clone();
-    let by_id = observe_by_id(
-        rc,
-        named,
-        recorded.as_deref(),
-        obj.spec.connection_id.as_deref(),
-        |id| async move { versori.get_connection(&id).await },
-    );
-    match by_id.await? {
-        ById::Found(connection) => {
-            status.id = Some(connection.id.clone());
-            return Ok(Some(connection));
-        }
-        ById::Gone => {
-            status.id = None;
-            status.credential_hash = None;
-        }
-        ById::Unknown => {}
-    }
-    let found: Vec<api::Connection> = versori
-        .list_connections(Some(&template.system_id), None)
-        .await
-        .map_err(Error::versori("looking up the Versori connection by name"))?
-        .into_iter()
-        .filter(|c| c.name == name)
-        .collect();
-    adopt_by_name(
-        rc,
-        status,
-        named,
-        found,
-        |c| c.id.as_str(),
-        |status, c| {
-            status.id = Some(c.id.clone());
-            // What the interrupted attempt sent is unknown: send the credential again.
-            status.credential_hash = None;
-        },
-    )
-    .await
 }
 
 /// Runs the Connection controller: wakes on Connection changes, on changes to their

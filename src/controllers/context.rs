@@ -9,6 +9,7 @@ use kube::runtime::events::{Recorder, Reporter};
 use tokio::sync::{Semaphore, SemaphorePermit};
 
 use super::OAuth2Settings;
+use super::marker::Attempter;
 use crate::metrics::Metrics;
 use crate::versori::VersoriClient;
 
@@ -29,6 +30,8 @@ pub struct Context {
     pub resync_interval: Duration,
     /// The in-cluster authorization code flow, if configured.
     pub oauth2: Option<OAuth2Settings>,
+    /// Who this process is in create attempts (the pod name, and this process).
+    pub attempter: Attempter,
     backoffs: Mutex<HashMap<String, ExponentialBackoff>>,
     slots: HashMap<&'static str, Semaphore>,
 }
@@ -47,7 +50,14 @@ impl Context {
             controller: MANAGER.into(),
             instance: std::env::var("POD_NAME").ok(),
         };
+        // The pod name survives a container restart, so a restarted operator knows the attempts
+        // of its previous life are over; without one every process is an instance of its own.
+        let instance = std::env::var("POD_NAME")
+            .ok()
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| format!("process-{:016x}", rand::random::<u64>()));
         Self {
+            attempter: Attempter::new(instance),
             recorder: Recorder::new(client.clone(), reporter),
             client,
             versori,

@@ -6,8 +6,7 @@
 
 use std::time::Duration;
 
-use kube::runtime::finalizer;
-
+use super::conditions::Reason;
 use crate::versori::ApiError;
 
 /// A reconcile that did not reach Ready.
@@ -30,15 +29,22 @@ pub enum Error {
     AuthorizationRequired(String),
     /// A dependency (System or ProjectSystem) is not ready yet.
     #[error("{message}")]
-    Waiting {
-        reason: &'static str,
-        message: String,
-    },
-    /// The spec names something Versori does not have (an environment, an auth scheme).
+    Waiting { reason: Reason, message: String },
+    /// The spec asks for what Versori does not have or the operator cannot do (an environment
+    /// or auth scheme that does not exist, an externalId that does not fit the template).
     #[error("{message}")]
-    InvalidReference {
-        reason: &'static str,
-        message: String,
+    Unsatisfiable { reason: Reason, message: String },
+    /// Another operator instance is creating the Versori object; its attempt ends within `left`.
+    #[error(
+        "another operator instance is creating the Versori object; waiting up to {}s for its attempt to end",
+        left.as_secs().max(1)
+    )]
+    CreateInProgress { left: Duration },
+    /// The create did not answer within the attempt's time.
+    #[error("creating the Versori {what} took longer than {}s; it is looked up by name before trying again", timeout.as_secs())]
+    CreateTimedOut {
+        what: &'static str,
+        timeout: Duration,
     },
     /// A same-named Versori object exists that this resource did not create.
     #[error(
@@ -84,9 +90,6 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
-    /// The finalizer helper failed (adding or removing the finalizer).
-    #[error("finalizer: {0}")]
-    Finalizer(#[source] Box<finalizer::Error<Error>>),
     /// The object has no namespace (every kind is namespaced, so this is a bug).
     #[error("the object has no namespace")]
     NoNamespace,
@@ -103,32 +106,36 @@ impl Error {
         move |source| Error::Kube { context, source }
     }
 
-    /// The `Ready` condition's reason for this error.
-    pub fn reason(&self) -> &'static str {
+    /// The condition reason for this error.
+    pub fn reason(&self) -> Reason {
         match self {
-            Error::SecretKeyNotFound { .. } | Error::SecretNotFound { .. } => "SecretNotFound",
-            Error::SecretNotText { .. } => "InvalidSecret",
-            Error::MissingCredential(_) => "MissingCredential",
-            Error::AuthorizationRequired(_) => "AuthorizationRequired",
-            Error::Waiting { reason, .. } | Error::InvalidReference { reason, .. } => reason,
-            Error::AlreadyExists { .. } => "AlreadyExists",
-            Error::Ambiguous { .. } => "AmbiguousName",
-            Error::AdoptTargetNotFound { .. } => "AdoptTargetNotFound",
-            Error::InUse(_) => "InUse",
+            Error::SecretKeyNotFound { .. } | Error::SecretNotFound { .. } => {
+                Reason::SecretNotFound
+            }
+            Error::SecretNotText { .. } => Reason::InvalidSecret,
+            Error::MissingCredential(_) => Reason::MissingCredential,
+            Error::AuthorizationRequired(_) => Reason::AuthorizationRequired,
+            Error::Waiting { reason, .. } | Error::Unsatisfiable { reason, .. } => *reason,
+            Error::CreateInProgress { .. } => Reason::CreateInProgress,
+            Error::CreateTimedOut { .. } => Reason::VersoriAPIError,
+            Error::AlreadyExists { .. } => Reason::AlreadyExists,
+            Error::Ambiguous { .. } => Reason::AmbiguousName,
+            Error::AdoptTargetNotFound { .. } => Reason::AdoptTargetNotFound,
+            Error::InUse(_) => Reason::InUse,
             Error::Versori { source, .. } => match source.status() {
-                Some(429) => "VersoriRateLimited",
-                Some(400 | 422) => "VersoriRejected",
-                Some(401 | 403) => "VersoriUnauthorized",
-                _ => "VersoriAPIError",
+                Some(429) => Reason::VersoriRateLimited,
+                Some(400 | 422) => Reason::VersoriRejected,
+                Some(401 | 403) => Reason::VersoriUnauthorized,
+                _ => Reason::VersoriAPIError,
             },
-            Error::Kube { .. } | Error::Finalizer(_) | Error::NoNamespace => "KubernetesAPIError",
+            Error::Kube { .. } | Error::NoNamespace => Reason::KubernetesAPIError,
         }
     }
 
-    /// Whether this waits for the user or another object rather than failing: such states are
-    /// left to the watches (Secrets, Systems, ProjectSystems) and the periodic resync instead of
-    /// an exponential retry.
-    pub fn is_waiting(&self) -> bool {
+    /// Whether this waits for a change (the user's, another object's, a person's) rather than
+    /// failing: the watches (Secrets, Systems, ProjectSystems) and the periodic resync bring the
+    /// retry, not an exponential backoff.
+    pub fn awaits_change(&self) -> bool {
         matches!(
             self,
             Error::SecretKeyNotFound { .. }
@@ -137,11 +144,18 @@ impl Error {
                 | Error::MissingCredential(_)
                 | Error::AuthorizationRequired(_)
                 | Error::Waiting { .. }
-                | Error::InvalidReference { .. }
+                | Error::Unsatisfiable { .. }
                 | Error::AlreadyExists { .. }
                 | Error::Ambiguous { .. }
                 | Error::AdoptTargetNotFound { .. }
         )
+    }
+
+    /// Whether the apiserver refused one of the operator's own writes on a precondition (409
+    /// Conflict, 422 on a finalizer or UID test): the object changed under it, and a retry on
+    /// the fresh object goes through at once.
+    pub fn is_write_conflict(&self) -> bool {
+        matches!(self, Error::Kube { source: kube::Error::Api(status), .. } if matches!(status.code, 409 | 422))
     }
 
     /// Whether this is a passing failure (Versori 5xx, 429, timeout or transport error, or a
@@ -149,7 +163,9 @@ impl Error {
     pub fn is_transient(&self) -> bool {
         match self {
             Error::Versori { source, .. } => source.is_retryable(),
-            Error::Kube { .. } => true,
+            Error::Kube { .. } | Error::CreateTimedOut { .. } | Error::CreateInProgress { .. } => {
+                true
+            }
             _ => false,
         }
     }

@@ -2,9 +2,11 @@
 //! ([`reconciler`]), in the style of Crossplane's managed reconciler: each kind's adapter
 //! observes the Versori object, then creates, updates or deletes it.
 
+pub mod conditions;
 pub mod connection;
 pub mod context;
 pub mod error;
+pub mod marker;
 pub mod oauth2_callback;
 pub mod project_system;
 pub mod reconciler;

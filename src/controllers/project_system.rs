@@ -8,12 +8,14 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Api, ResourceExt};
 
 use super::Shutdown;
+use super::conditions::{self, Reason};
 use super::context::Context;
 use super::error::Error;
-use super::reconciler::{self, Managed, Named, Reconciling, Scope, adopt_by_name};
+use super::reconciler::{self, External, Managed, Reconciling, Scope};
 use crate::resources::common::{CommonStatus, DeletionPolicy};
 use crate::resources::{Connection, ProjectSystem, ProjectSystemStatus, System};
 use crate::versori::models as api;
+use serde::{Deserialize, Serialize};
 
 impl Managed for ProjectSystem {
     type Status = ProjectSystemStatus;
@@ -23,10 +25,6 @@ impl Managed for ProjectSystem {
         self.status.as_ref()
     }
 
-    fn versori_id(status: &ProjectSystemStatus) -> Option<&str> {
-        status.connection_template_id.as_deref()
-    }
-
     fn common(status: &mut ProjectSystemStatus) -> &mut CommonStatus {
         &mut status.common
     }
@@ -34,112 +32,184 @@ impl Managed for ProjectSystem {
     fn deletion_policy(&self) -> DeletionPolicy {
         self.spec.deletion_policy.unwrap_or_default()
     }
+}
 
-    async fn apply(
-        &self,
-        rc: &Reconciling<'_, Self>,
-        status: &mut ProjectSystemStatus,
-    ) -> Result<String, Error> {
-        let versori = &rc.ctx.versori;
-        let project = self.spec.project_id.as_str();
-        let name = self.template_name();
+/// What a ProjectSystem's spec wants: its system linked to an environment under a name.
+pub struct DesiredTemplate {
+    name: String,
+    system_id: String,
+    environment_id: String,
+    dynamic: bool,
+    /// The scheme the template should use: the spec's, else the system's first (as Versori
+    /// picks at creation).
+    schemes: Vec<String>,
+}
+
+/// A template is found by its name within its environment; one linking another system is never
+/// this resource's.
+#[derive(Serialize, Deserialize)]
+pub struct TemplateLocator {
+    name: String,
+    environment_id: String,
+    system_id: String,
+}
+
+impl External for ProjectSystem {
+    type Desired = DesiredTemplate;
+    type Observed = api::ConnectionTemplate;
+    type Locator = TemplateLocator;
+    const WHAT: &'static str = "connection template";
+    const ID_FIELD: &'static str = "connectionTemplateId";
+    const UNIQUE_NAMES: bool = true;
+
+    fn recorded_id(status: &ProjectSystemStatus) -> Option<&str> {
+        status.connection_template_id.as_deref()
+    }
+
+    fn forget(status: &mut ProjectSystemStatus) {
+        status.connection_template_id = None;
+    }
+
+    fn adopt_id(&self) -> Option<&str> {
+        self.spec.connection_template_id.as_deref()
+    }
+
+    async fn desired(&self, rc: &Reconciling<'_, Self>) -> Result<DesiredTemplate, Error> {
         let (system_id, system_schemes) = resolve_system(self, rc).await?;
         if let Some(wanted) = &self.spec.auth_scheme_config_id
             && !system_schemes.contains(wanted)
         {
-            return Err(Error::InvalidReference {
-                reason: "AuthSchemeNotFound",
+            return Err(Error::Unsatisfiable {
+                reason: Reason::AuthSchemeNotFound,
                 message: format!(
                     "the system has no auth scheme {wanted:?} (it has {system_schemes:?}): set authSchemeConfigId to one of them"
                 ),
             });
         }
-        let environment_id = resolve_environment(self, rc, status).await?;
-        let dynamic = self.spec.dynamic.unwrap_or(false);
+        let status = self.status.clone().unwrap_or_default();
+        let environment_id = resolve_environment(self, rc, &status).await?;
+        Ok(DesiredTemplate {
+            name: self.template_name(),
+            system_id,
+            environment_id,
+            dynamic: self.spec.dynamic.unwrap_or(false),
+            schemes: self
+                .spec
+                .auth_scheme_config_id
+                .clone()
+                .or_else(|| system_schemes.first().cloned())
+                .into_iter()
+                .collect(),
+        })
+    }
 
-        let templates = versori
-            .list_connection_templates(project, &environment_id)
-            .await
-            .map_err(Error::versori(
-                "listing the environment's connection templates",
-            ))?;
-        let template = match observe(self, rc, status, &templates, &name, &system_id).await? {
-            Some(template) => template,
-            None => {
-                rc.mark_create_pending().await?;
-                let created = versori
-                    .link_system(
-                        project,
-                        &api::LinkSystem {
-                            system_id: system_id.clone(),
-                            name: name.clone(),
-                            environment_id: environment_id.clone(),
-                            dynamic,
-                        },
-                    )
-                    .await
-                    .map_err(Error::versori("linking the system to the environment"))?;
-                status.connection_template_id = Some(created.connection_template_id.clone());
-                status.system_id = Some(system_id.clone());
-                rc.persist(status).await?;
-                rc.event(
-                    "Created",
-                    "Create",
-                    format!(
-                        "linked system {system_id} to environment {} as connection template {}",
-                        self.spec.environment, created.connection_template_id
-                    ),
-                )
-                .await;
-                created
-            }
-        };
-        let template_id = template.connection_template_id.clone();
+    fn locator(desired: &DesiredTemplate) -> TemplateLocator {
+        TemplateLocator {
+            name: desired.name.clone(),
+            environment_id: desired.environment_id.clone(),
+            system_id: desired.system_id.clone(),
+        }
+    }
 
-        // What differs from the spec. Without authSchemeConfigId the template uses the system's
-        // first scheme, as Versori does at creation.
-        let desired_schemes: Vec<String> = self
-            .spec
-            .auth_scheme_config_id
-            .clone()
-            .or_else(|| system_schemes.first().cloned())
+    async fn get(
+        &self,
+        rc: &Reconciling<'_, Self>,
+        desired: &DesiredTemplate,
+        id: &str,
+    ) -> Result<Option<api::ConnectionTemplate>, Error> {
+        // Versori has no GET of one template: it is read from its environment's listing.
+        Ok(list_templates(self, rc, &desired.environment_id)
+            .await?
             .into_iter()
-            .collect();
-        let observed_schemes: Vec<String> = template
-            .auth_scheme_configs
-            .iter()
-            .filter_map(|c| c.id().map(str::to_owned))
-            .collect();
-        let update = api::UpdateConnectionTemplate {
-            name: (template.name != name).then(|| name.clone()),
-            dynamic: (template.dynamic != dynamic).then_some(dynamic),
-            auth_scheme_config_ids: (!desired_schemes.is_empty()
-                && desired_schemes != observed_schemes)
-                .then(|| desired_schemes.clone()),
-        };
-        let template = if update != api::UpdateConnectionTemplate::default() {
-            let updated = versori
-                .update_connection_template(project, &template_id, &update)
-                .await
-                .map_err(Error::versori("updating the connection template"))?;
-            rc.event(
-                "Updated",
-                "Update",
-                format!(
-                    "updated connection template {template_id}: {}",
-                    describe(&update)
-                ),
-            )
-            .await;
-            updated
-        } else {
-            template
-        };
+            .find(|t| t.connection_template_id == id))
+    }
 
+    async fn find_by_name(
+        &self,
+        rc: &Reconciling<'_, Self>,
+        locator: &TemplateLocator,
+    ) -> Result<Vec<api::ConnectionTemplate>, Error> {
+        // Template names are unique in an environment, so at most one is found.
+        let found: Vec<_> = list_templates(self, rc, &locator.environment_id)
+            .await?
+            .into_iter()
+            .filter(|t| t.name == locator.name)
+            .collect();
+        if let Some(other) = found.iter().find(|t| t.system_id() != locator.system_id) {
+            return Err(Error::AlreadyExists {
+                what: Self::WHAT,
+                name: locator.name.clone(),
+                id: other.connection_template_id.clone(),
+                field: Self::ID_FIELD,
+            });
+        }
+        Ok(found)
+    }
+
+    fn id_of(observed: &api::ConnectionTemplate) -> &str {
+        &observed.connection_template_id
+    }
+
+    async fn create(
+        &self,
+        rc: &Reconciling<'_, Self>,
+        desired: &DesiredTemplate,
+    ) -> Result<api::ConnectionTemplate, Error> {
+        rc.ctx
+            .versori
+            .link_system(
+                &self.spec.project_id,
+                &api::LinkSystem {
+                    system_id: desired.system_id.clone(),
+                    name: desired.name.clone(),
+                    environment_id: desired.environment_id.clone(),
+                    dynamic: desired.dynamic,
+                },
+            )
+            .await
+            .map_err(Error::versori("linking the system to the environment"))
+    }
+
+    fn up_to_date(
+        &self,
+        desired: &DesiredTemplate,
+        observed: &api::ConnectionTemplate,
+        _status: &ProjectSystemStatus,
+    ) -> bool {
+        template_update(desired, observed) == api::UpdateConnectionTemplate::default()
+    }
+
+    async fn update(
+        &self,
+        rc: &Reconciling<'_, Self>,
+        desired: &DesiredTemplate,
+        observed: api::ConnectionTemplate,
+        _status: &ProjectSystemStatus,
+    ) -> Result<(api::ConnectionTemplate, String), Error> {
+        let update = template_update(desired, &observed);
+        let updated = rc
+            .ctx
+            .versori
+            .update_connection_template(
+                &self.spec.project_id,
+                &observed.connection_template_id,
+                &update,
+            )
+            .await
+            .map_err(Error::versori("updating the connection template"))?;
+        Ok((updated, describe(&update)))
+    }
+
+    fn record(
+        &self,
+        desired: &DesiredTemplate,
+        template: &api::ConnectionTemplate,
+        status: &mut ProjectSystemStatus,
+    ) -> String {
         let first = template.auth_scheme_configs.first();
-        status.connection_template_id = Some(template_id.clone());
-        status.system_id = Some(system_id);
-        status.environment_id = Some(environment_id);
+        status.connection_template_id = Some(template.connection_template_id.clone());
+        status.system_id = Some(desired.system_id.clone());
+        status.environment_id = Some(desired.environment_id.clone());
         status.name = Some(template.name.clone());
         status.template_base_url = Some(template.template_base_url.clone());
         status.dynamic = Some(template.dynamic);
@@ -152,53 +222,59 @@ impl Managed for ProjectSystem {
         status.oauth2_grant_type = first
             .and_then(|c| c.oauth2.as_ref())
             .map(|o| o.grant.type_.as_str().to_owned());
-        Ok(format!(
-            "linked to environment {:?} of project {project} as connection template {template_id}",
-            self.spec.environment
-        ))
+        format!(
+            "linked to environment {:?} of project {} as connection template {}",
+            self.spec.environment, self.spec.project_id, template.connection_template_id
+        )
     }
 
-    async fn delete(
-        &self,
-        rc: &Reconciling<'_, Self>,
-        status: &mut ProjectSystemStatus,
-    ) -> Result<(), Error> {
-        let versori = &rc.ctx.versori;
-        let project = self.spec.project_id.as_str();
-        let id = match (
-            status.connection_template_id.clone(),
-            status.environment_id.clone(),
-        ) {
-            (Some(id), _) => id,
-            // An interrupted create may have linked the system without recording the ID.
-            (None, Some(environment_id)) if rc.create_pending() => {
-                let name = self.template_name();
-                let templates = versori
-                    .list_connection_templates(project, &environment_id)
-                    .await
-                    .map_err(Error::versori(
-                        "listing the environment's connection templates",
-                    ))?;
-                match templates.into_iter().find(|t| t.name == name) {
-                    Some(t) if Some(t.id.as_str()) == status.system_id.as_deref() => {
-                        t.connection_template_id
-                    }
-                    _ => return Ok(()),
-                }
-            }
-            _ => return Ok(()),
-        };
-        match versori.delete_connection_template(project, &id).await {
-            Ok(()) => {
-                rc.event("Deleted", "Delete", format!("removed connection template {id}")).await;
-                Ok(())
-            }
+    async fn delete(&self, rc: &Reconciling<'_, Self>, id: &str) -> Result<(), Error> {
+        match rc
+            .ctx
+            .versori
+            .delete_connection_template(&self.spec.project_id, id)
+            .await
+        {
+            Ok(()) => Ok(()),
             Err(e) if e.is_not_found() => Ok(()),
             Err(e) if e.is_conflict() => Err(Error::InUse(
                 "connections still use this connection template: it is removed once they are deleted".into(),
             )),
             Err(e) => Err(Error::versori("removing the connection template")(e)),
         }
+    }
+}
+
+async fn list_templates(
+    obj: &ProjectSystem,
+    rc: &Reconciling<'_, ProjectSystem>,
+    environment_id: &str,
+) -> Result<Vec<api::ConnectionTemplate>, Error> {
+    rc.ctx
+        .versori
+        .list_connection_templates(&obj.spec.project_id, environment_id)
+        .await
+        .map_err(Error::versori(
+            "listing the environment's connection templates",
+        ))
+}
+
+/// What differs between the template and the spec.
+fn template_update(
+    desired: &DesiredTemplate,
+    template: &api::ConnectionTemplate,
+) -> api::UpdateConnectionTemplate {
+    let observed_schemes: Vec<String> = template
+        .auth_scheme_configs
+        .iter()
+        .filter_map(|c| c.id().map(str::to_owned))
+        .collect();
+    api::UpdateConnectionTemplate {
+        name: (template.name != desired.name).then(|| desired.name.clone()),
+        dynamic: (template.dynamic != desired.dynamic).then_some(desired.dynamic),
+        auth_scheme_config_ids: (!desired.schemes.is_empty()
+            && desired.schemes != observed_schemes)
+            .then(|| desired.schemes.clone()),
     }
 }
 
@@ -235,21 +311,14 @@ async fn resolve_system(
             .await
             .map_err(Error::kube("reading the referenced System"))?
             .ok_or_else(|| Error::Waiting {
-                reason: "WaitingForSystem",
+                reason: Reason::WaitingForSystem,
                 message: format!(
                     "System {:?} does not exist in this namespace yet",
                     reference.name
                 ),
             })?;
         let status = system.status.as_ref();
-        let ready = status
-            .map(|s| {
-                s.common
-                    .conditions
-                    .iter()
-                    .any(|c| c.type_ == "Ready" && c.status == "True")
-            })
-            .unwrap_or(false);
+        let ready = status.is_some_and(|s| conditions::is_ready(&s.common));
         return match status.and_then(|s| s.id.clone()) {
             Some(id) if ready => Ok((
                 id,
@@ -258,7 +327,7 @@ async fn resolve_system(
                     .unwrap_or_default(),
             )),
             _ => Err(Error::Waiting {
-                reason: "WaitingForSystem",
+                reason: Reason::WaitingForSystem,
                 message: format!(
                     "waiting for System {:?} to be ready in Versori",
                     reference.name
@@ -269,8 +338,8 @@ async fn resolve_system(
     let id = obj.spec.system_id.clone().unwrap_or_default();
     let system = rc.ctx.versori.get_system(&id).await.map_err(|e| {
         if e.is_not_found() {
-            Error::InvalidReference {
-                reason: "SystemNotFound",
+            Error::Unsatisfiable {
+                reason: Reason::SystemNotFound,
                 message: format!("Versori has no system with ID {id} (spec.systemId)"),
             }
         } else {
@@ -302,8 +371,8 @@ async fn resolve_environment(
         .await
         .map_err(|e| {
             if e.is_not_found() {
-                Error::InvalidReference {
-                    reason: "ProjectNotFound",
+                Error::Unsatisfiable {
+                    reason: Reason::ProjectNotFound,
                     message: format!("Versori has no project with ID {}", obj.spec.project_id),
                 }
             } else {
@@ -312,8 +381,8 @@ async fn resolve_environment(
         })?;
     match project.environment_by_name(&obj.spec.environment) {
         Some(environment) => Ok(environment.id.clone()),
-        None => Err(Error::InvalidReference {
-            reason: "EnvironmentNotFound",
+        None => Err(Error::Unsatisfiable {
+            reason: Reason::EnvironmentNotFound,
             message: format!(
                 "project {} has no environment named {:?} (it has {:?})",
                 obj.spec.project_id,
@@ -326,81 +395,6 @@ async fn resolve_environment(
             ),
         }),
     }
-}
-
-/// Finds the template this resource manages among the environment's templates. `None`: it
-/// must be created.
-async fn observe(
-    obj: &ProjectSystem,
-    rc: &Reconciling<'_, ProjectSystem>,
-    status: &mut ProjectSystemStatus,
-    templates: &[api::ConnectionTemplate],
-    name: &str,
-    system_id: &str,
-) -> Result<Option<api::ConnectionTemplate>, Error> {
-    let adopt = obj.spec.connection_template_id.as_deref();
-    if let Some(id) = status
-        .connection_template_id
-        .clone()
-        .or(adopt.map(str::to_owned))
-    {
-        if let Some(t) = templates.iter().find(|t| t.connection_template_id == id) {
-            if status.connection_template_id.is_none() {
-                status.connection_template_id = Some(id.clone());
-                rc.event(
-                    "Adopted",
-                    "Adopt",
-                    format!("adopted connection template {id} named in spec.connectionTemplateId"),
-                )
-                .await;
-            }
-            return Ok(Some(t.clone()));
-        }
-        if adopt == Some(id.as_str()) {
-            return Err(Error::AdoptTargetNotFound {
-                what: "connection template",
-                id,
-                field: "connectionTemplateId",
-            });
-        }
-        tracing::info!(
-            id,
-            "the connection template is gone; linking the system again"
-        );
-        status.connection_template_id = None;
-    }
-    // Template names are unique in an environment, so at most one is found. One linking
-    // another system is never ours, intent marker or not.
-    let found: Vec<api::ConnectionTemplate> = templates
-        .iter()
-        .filter(|t| t.name == name)
-        .cloned()
-        .collect();
-    let named = Named {
-        what: "connection template",
-        field: "connectionTemplateId",
-        name,
-    };
-    if let Some(other) = found.iter().find(|t| t.system_id() != system_id) {
-        return Err(Error::AlreadyExists {
-            what: named.what,
-            name: name.to_owned(),
-            id: other.connection_template_id.clone(),
-            field: named.field,
-        });
-    }
-    adopt_by_name(
-        rc,
-        status,
-        named,
-        found,
-        |t| t.connection_template_id.as_str(),
-        |status, t| {
-            status.connection_template_id = Some(t.connection_template_id.clone());
-            status.system_id = Some(t.system_id().to_owned());
-        },
-    )
-    .await
 }
 
 /// Runs the ProjectSystem controller: wakes on ProjectSystem changes, on changes to the Systems

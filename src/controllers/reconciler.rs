@@ -1,33 +1,52 @@
-//! The generic managed-resource loop every kind runs (Crossplane's managed reconciler, on
-//! kube-runtime's `Controller` and `finalizer`): the finalizer first, then the kind's adapter
-//! observes Versori and creates, updates or deletes; the outcome becomes the `Ready` condition,
-//! an event when it changes, and the next requeue (resync when Ready or waiting, per-object
-//! exponential backoff or Versori's `Retry-After` on failure).
+//! The managed-resource loop every kind runs, once for all kinds (Crossplane's managed
+//! reconciler on kube-runtime's `Controller`). It owns the protocol:
+//!
+//! 1. the finalizer (added with the first write that may lead to a Versori object);
+//! 2. observe: the ID recorded in status (or by the create marker), else the ID named in spec
+//!    (adoption), else, under this resource's own pending create attempt, the name;
+//! 3. create: a marker written with a `resourceVersion` precondition (of two writers only one
+//!    proceeds), the POST under a time limit, and the new ID recorded in the same write that ends
+//!    the attempt ([`marker`](super::marker));
+//! 4. update when the kind says the object drifted from the spec;
+//! 5. delete, from a fresh read, through the same observe;
+//! 6. the `Ready` and `Synced` conditions, events when a reason changes, and the requeue
+//!    (resync when all is well or a change is awaited, per-object backoff or `Retry-After` on
+//!    failure, 200 ms after a write conflict).
+//!
+//! A kind supplies only its mapping ([`External`]): what it wants, get by ID, find by name,
+//! up to date or not, create, update, delete, and what to record in status. The kube side sits
+//! behind [`Ops`], so the tests beside this file run every branch with fakes of both.
 
 use std::fmt::Debug;
 use std::future::Future;
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use k8s_openapi::NamespaceResourceScope;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event as KubeEvent, EventType};
-use kube::runtime::finalizer::{self, Event};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::conditions::{self, READY, Reason, SYNCED};
 use super::context::{Context, MANAGER};
 use super::error::Error;
+use super::marker::{self, ATTEMPT_TIMEOUT, CREATE_PENDING, CREATED, Pending, Record};
 use super::secrets::SecretReader;
-use crate::resources::common::{CREATE_PENDING_ANNOTATION, CommonStatus, DeletionPolicy};
+use crate::resources::common::{CommonStatus, DeletionPolicy};
 
 /// The finalizer every kind carries while its Versori object may exist.
 pub const FINALIZER: &str = "versori.com/finalizer";
+
+/// How soon a reconcile whose write lost a race (409/422) runs again: long enough for the
+/// watch to bring the winner's version, too short to be a backoff.
+pub const CONFLICT_REQUEUE: Duration = Duration::from_millis(200);
 
 /// Where a controller watches.
 #[derive(Clone)]
@@ -75,7 +94,26 @@ fn log_and_drop<K>(
     }
 }
 
-/// A controller's own watch, with its cache: `Controller::for_stream(stream, store)`.
+/// What of a resource, when it changes, calls for a reconcile: the spec (its generation), the
+/// deletion, and annotations other than the operator's own. Status writes, the create marker
+/// and the finalizer are the operator's own writes: waking on them would cut short the backoff
+/// a failing object was given (and cost a reconcile round per write).
+pub fn wakes_reconcile<K: Resource>(object: &K) -> Option<u64> {
+    let meta = object.meta();
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    meta.uid.hash(&mut hasher);
+    meta.generation.hash(&mut hasher);
+    meta.deletion_timestamp.is_some().hash(&mut hasher);
+    for (key, value) in meta.annotations.iter().flatten() {
+        if !key.starts_with(marker::OWN_PREFIX) {
+            (key, value).hash(&mut hasher);
+        }
+    }
+    Some(hasher.finish())
+}
+
+/// A controller's own watch, with its cache: `Controller::for_stream(stream, store)`. The cache
+/// sees every change; the stream passes on only those that [wake a reconcile](wakes_reconcile).
 pub fn primary_watch<K>(
     api: Api<K>,
     watch: &'static str,
@@ -93,7 +131,10 @@ where
         .modify(|object: &mut K| object.meta_mut().managed_fields = None)
         .reflect(writer)
         .applied_objects()
-        .filter_map(log_and_drop(watch));
+        .filter_map(log_and_drop(watch))
+        // kube's `predicates::generation` and `predicates::annotations` combined would wake on
+        // the operator's own annotations too.
+        .predicate_filter(wakes_reconcile::<K>, Default::default());
     (reader, stream)
 }
 
@@ -111,7 +152,7 @@ where
         .filter_map(log_and_drop(watch))
 }
 
-/// A kind the generic loop manages: its status shape and its Versori adapter.
+/// A kind the loop manages: its status shape.
 pub trait Managed:
     Resource<DynamicType = (), Scope = NamespaceResourceScope>
     + Clone
@@ -131,33 +172,235 @@ pub trait Managed:
     /// The current status, if any.
     fn status(&self) -> Option<&Self::Status>;
 
-    /// The Versori ID recorded in a status, if any.
-    fn versori_id(status: &Self::Status) -> Option<&str>;
-
     /// The conditions and observed generation inside a status.
     fn common(status: &mut Self::Status) -> &mut CommonStatus;
 
     /// What happens to the Versori object on delete.
     fn deletion_policy(&self) -> DeletionPolicy;
+}
 
-    /// Observes the Versori object and creates or updates it to match the spec. Returns the
-    /// `Ready` message on success. IDs go into `status` (and are persisted with
-    /// [`Reconciling::persist`] right after a create).
-    fn apply(
+/// A kind's mapping to its Versori object (Crossplane's `ExternalClient`): everything the loop
+/// cannot know. Methods take the reconcile ([`Reconciling`]) for the clients and Secrets.
+pub trait External: Managed {
+    /// What the spec wants, with Secrets and dependencies resolved.
+    type Desired: Send + Sync;
+    /// The Versori object as read.
+    type Observed: Send + Sync;
+    /// What finds the object by name, recorded with a create attempt so that a later reconcile
+    /// (a delete too) can look for what the attempt may have made.
+    type Locator: Serialize + DeserializeOwned + Send + Sync;
+
+    /// What it is, for messages: "system".
+    const WHAT: &'static str;
+    /// The spec field that adopts by ID: "systemId".
+    const ID_FIELD: &'static str;
+    /// Whether Versori refuses a second object of the same name (409): then a create needs no
+    /// lookup by name first, and a 409 is answered with one.
+    const UNIQUE_NAMES: bool;
+
+    /// The Versori ID recorded in status.
+    fn recorded_id(status: &Self::Status) -> Option<&str>;
+    /// Forgets the recorded object (it was deleted behind the operator's back).
+    fn forget(status: &mut Self::Status);
+    /// The ID named in spec for adoption.
+    fn adopt_id(&self) -> Option<&str>;
+
+    /// What the spec wants. Errors here (a missing Secret, a dependency not ready) stop the
+    /// reconcile before any Versori call.
+    fn desired(
         &self,
         rc: &Reconciling<'_, Self>,
-        status: &mut Self::Status,
-    ) -> impl Future<Output = Result<String, Error>> + Send;
+    ) -> impl Future<Output = Result<Self::Desired, Error>> + Send;
 
-    /// Deletes the Versori object. Called only with `deletionPolicy: Delete`.
+    /// The locator of what `desired` would create.
+    fn locator(desired: &Self::Desired) -> Self::Locator;
+
+    /// The object with this ID, or `None` if Versori has none.
+    fn get(
+        &self,
+        rc: &Reconciling<'_, Self>,
+        desired: &Self::Desired,
+        id: &str,
+    ) -> impl Future<Output = Result<Option<Self::Observed>, Error>> + Send;
+
+    /// The objects the locator names (by name; the kind drops those that are surely not this
+    /// resource's, or refuses with `AlreadyExists`).
+    fn find_by_name(
+        &self,
+        rc: &Reconciling<'_, Self>,
+        locator: &Self::Locator,
+    ) -> impl Future<Output = Result<Vec<Self::Observed>, Error>> + Send;
+
+    /// The observed object's Versori ID.
+    fn id_of(observed: &Self::Observed) -> &str;
+
+    /// Whether the object may be created now; the place to refuse with a waiting error that
+    /// carries state in status (a person must authorize first). Default: yes.
+    fn before_create(
+        &self,
+        _rc: &Reconciling<'_, Self>,
+        _desired: &Self::Desired,
+        _status: &mut Self::Status,
+    ) -> impl Future<Output = Result<(), Error>> + Send {
+        std::future::ready(Ok(()))
+    }
+
+    /// Creates the object.
+    fn create(
+        &self,
+        rc: &Reconciling<'_, Self>,
+        desired: &Self::Desired,
+    ) -> impl Future<Output = Result<Self::Observed, Error>> + Send;
+
+    /// Whether the observed object matches what is wanted (with what status remembers of
+    /// write-only values, such as a hash of the secrets last sent).
+    fn up_to_date(
+        &self,
+        desired: &Self::Desired,
+        observed: &Self::Observed,
+        status: &Self::Status,
+    ) -> bool;
+
+    /// Brings the object in line; returns it as it now is and what changed, for the event.
+    fn update(
+        &self,
+        rc: &Reconciling<'_, Self>,
+        desired: &Self::Desired,
+        observed: Self::Observed,
+        status: &Self::Status,
+    ) -> impl Future<Output = Result<(Self::Observed, String), Error>> + Send;
+
+    /// Records what status keeps of the object; returns the `Ready` message.
+    fn record(
+        &self,
+        desired: &Self::Desired,
+        observed: &Self::Observed,
+        status: &mut Self::Status,
+    ) -> String;
+
+    /// Deletes the object. A 404 is success; a refusal because others use it is `InUse`.
     fn delete(
         &self,
         rc: &Reconciling<'_, Self>,
-        status: &mut Self::Status,
+        id: &str,
     ) -> impl Future<Output = Result<(), Error>> + Send;
 }
 
-/// One reconcile of one object: the object, its API and the shared context.
+/// The loop's kube side: reads and writes of the resource itself, and its events. Real
+/// implementation: [`KubeOps`]; the tests beside this file use a fake.
+pub trait Ops<K: Managed>: Send + Sync {
+    /// The resource as the apiserver has it now.
+    fn get(&self, name: &str) -> impl Future<Output = Result<Option<K>, Error>> + Send;
+    /// A JSON merge patch of `metadata` (annotations, finalizers), guarded by the resource's
+    /// UID and, when `resource_version` is given, its version (a 409 when another writer came
+    /// first). Returns the resource as written.
+    fn patch_metadata(
+        &self,
+        obj: &K,
+        resource_version: Option<&str>,
+        metadata: serde_json::Value,
+    ) -> impl Future<Output = Result<K, Error>> + Send;
+    /// Writes the whole status.
+    fn write_status(
+        &self,
+        obj: &K,
+        status: &K::Status,
+    ) -> impl Future<Output = Result<(), Error>> + Send;
+    /// Publishes an event about the resource.
+    fn event(
+        &self,
+        obj: &K,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) -> impl Future<Output = ()> + Send;
+}
+
+/// [`Ops`] on the apiserver.
+pub struct KubeOps<'a, K: Managed> {
+    api: Api<K>,
+    ctx: &'a Context,
+}
+
+impl<'a, K: Managed> KubeOps<'a, K> {
+    /// Ops on `namespace`.
+    pub fn new(ctx: &'a Context, namespace: &str) -> Self {
+        Self {
+            api: Api::namespaced(ctx.client.clone(), namespace),
+            ctx,
+        }
+    }
+}
+
+impl<K: Managed> Ops<K> for KubeOps<'_, K> {
+    async fn get(&self, name: &str) -> Result<Option<K>, Error> {
+        self.api
+            .get_opt(name)
+            .await
+            .map_err(Error::kube("reading the resource"))
+    }
+
+    async fn patch_metadata(
+        &self,
+        obj: &K,
+        resource_version: Option<&str>,
+        mut metadata: serde_json::Value,
+    ) -> Result<K, Error> {
+        // A UID differing from the stored one fails as an immutable-field change (422): a write
+        // never lands on a same-named resource created since.
+        metadata["uid"] = obj.uid().into();
+        if let Some(version) = resource_version {
+            metadata["resourceVersion"] = version.into();
+        }
+        let patch = serde_json::json!({ "metadata": metadata });
+        self.api
+            .patch(
+                &obj.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+            .map_err(Error::kube("writing the create record or finalizer"))
+    }
+
+    async fn write_status(&self, obj: &K, status: &K::Status) -> Result<(), Error> {
+        let patch = serde_json::json!({
+            "apiVersion": K::api_version(&()),
+            "kind": K::kind(&()),
+            "status": status,
+        });
+        self.api
+            .patch_status(
+                &obj.name_any(),
+                &PatchParams::apply(MANAGER).force(),
+                &Patch::Apply(&patch),
+            )
+            .await
+            .map_err(Error::kube("writing status"))?;
+        Ok(())
+    }
+
+    async fn event(&self, obj: &K, type_: EventType, reason: &str, action: &str, note: String) {
+        let event = KubeEvent {
+            type_,
+            reason: reason.into(),
+            note: Some(note),
+            action: action.into(),
+            secondary: None,
+        };
+        if let Err(error) = self
+            .ctx
+            .recorder
+            .publish(&event, &obj.object_ref(&()))
+            .await
+        {
+            tracing::warn!(%error, kind = K::KIND, name = %obj.name_any(), "could not publish an event");
+        }
+    }
+}
+
+/// One reconcile of one object: the object and the shared context.
 pub struct Reconciling<'a, K: Managed> {
     /// Shared context.
     pub ctx: &'a Context,
@@ -165,17 +408,15 @@ pub struct Reconciling<'a, K: Managed> {
     pub obj: &'a K,
     /// The object's namespace.
     pub namespace: String,
-    api: Api<K>,
 }
 
 impl<'a, K: Managed> Reconciling<'a, K> {
-    /// A reconcile of `obj` outside the controller loop (the OAuth 2.0 callback).
+    /// A reconcile of `obj` in `namespace`.
     pub fn new(ctx: &'a Context, obj: &'a K, namespace: &str) -> Self {
         Self {
             ctx,
             obj,
             namespace: namespace.to_owned(),
-            api: Api::namespaced(ctx.client.clone(), namespace),
         }
     }
 
@@ -189,353 +430,148 @@ impl<'a, K: Managed> Reconciling<'a, K> {
         self.obj.uid().unwrap_or_default()
     }
 
-    /// Whether an earlier attempt recorded its intent to create the Versori object.
-    pub fn create_pending(&self) -> bool {
-        self.obj
-            .annotations()
-            .contains_key(CREATE_PENDING_ANNOTATION)
-    }
-
-    /// Records the intent to create, before the POST: a later reconcile that finds it without an
-    /// ID in status adopts the object the interrupted attempt may have made.
-    pub async fn mark_create_pending(&self) -> Result<(), Error> {
-        let now = jiff::Timestamp::now().to_string();
-        let patch = serde_json::json!({
-            "metadata": { "annotations": { CREATE_PENDING_ANNOTATION: now } }
-        });
-        self.api
-            .patch(
-                &self.obj.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(&patch),
-            )
-            .await
-            .map_err(Error::kube("recording the intent to create"))?;
-        Ok(())
-    }
-
-    /// Writes `status` now (used right after a create so the new ID is never lost).
-    pub async fn persist(&self, status: &K::Status) -> Result<(), Error> {
-        write_status(&self.api, self.obj, status).await
-    }
-
-    /// Publishes a Normal event (create, update, delete, adopt).
+    /// Publishes a Normal event about the object (a kind's own news, such as an authorization
+    /// to make; the loop's events go through [`Ops::event`]).
     pub async fn event(&self, reason: &str, action: &str, note: String) {
-        publish(self.ctx, self.obj, EventType::Normal, reason, action, note).await;
-    }
-}
-
-/// Which Versori object a resource stands for, when it is looked up by name.
-#[derive(Clone, Copy)]
-pub struct Named<'n> {
-    /// What it is, for messages: "system", "connection".
-    pub what: &'static str,
-    /// The spec field that adopts by ID: "systemId".
-    pub field: &'static str,
-    /// The name looked up.
-    pub name: &'n str,
-}
-
-/// What the ID a resource carries says about its Versori object.
-pub enum ById<T> {
-    /// Found by the ID recorded in status, or adopted by the one named in spec (announced).
-    Found(T),
-    /// The recorded object was deleted behind the operator's back: forget it and create again.
-    Gone,
-    /// No ID yet: look it up by name, or create it.
-    Unknown,
-}
-
-/// Reads the Versori object by the ID in status or, for adoption, the ID in spec. An adoption
-/// target that does not exist is an error; a recorded object that vanished is `Gone`.
-pub async fn observe_by_id<K: Managed, T, Fut>(
-    rc: &Reconciling<'_, K>,
-    named: Named<'_>,
-    recorded: Option<&str>,
-    adopt: Option<&str>,
-    get: impl FnOnce(String) -> Fut,
-) -> Result<ById<T>, Error>
-where
-    Fut: Future<Output = Result<T, crate::versori::ApiError>>,
-{
-    let Some(id) = recorded.or(adopt).map(str::to_owned) else {
-        return Ok(ById::Unknown);
-    };
-    let Named { what, field, .. } = named;
-    match get(id.clone()).await {
-        Ok(object) => {
-            if recorded.is_none() {
-                rc.event(
-                    "Adopted",
-                    "Adopt",
-                    format!("adopted Versori {what} {id} named in spec.{field}"),
-                )
-                .await;
-            }
-            Ok(ById::Found(object))
-        }
-        Err(e) if e.is_not_found() && adopt == Some(id.as_str()) => {
-            Err(Error::AdoptTargetNotFound { what, id, field })
-        }
-        Err(e) if e.is_not_found() => {
-            tracing::info!(what, id, "the Versori object is gone; creating it again");
-            Ok(ById::Gone)
-        }
-        Err(e) => Err(Error::versori("reading the Versori object by its ID")(e)),
-    }
-}
-
-/// Adoption by name after an interrupted create (Crossplane's external-create-pending protocol):
-/// with this resource's intent marker the one same-named object is the one it created, and is
-/// adopted (its ID recorded at once); without the marker a same-named object is someone else's
-/// (`AlreadyExists`); several are ambiguous. `Ok(None)`: none exists, create it.
-pub async fn adopt_by_name<K: Managed, T>(
-    rc: &Reconciling<'_, K>,
-    status: &mut K::Status,
-    named: Named<'_>,
-    mut found: Vec<T>,
-    id_of: impl Fn(&T) -> &str,
-    record: impl FnOnce(&mut K::Status, &T),
-) -> Result<Option<T>, Error> {
-    let Named { what, field, name } = named;
-    match found.len() {
-        0 => Ok(None),
-        1 if rc.create_pending() => {
-            let object = found.swap_remove(0);
-            record(status, &object);
-            rc.persist(status).await?;
-            rc.event(
-                "Adopted",
-                "Adopt",
-                format!(
-                    "adopted Versori {what} {} left by an interrupted create",
-                    id_of(&object)
-                ),
-            )
+        KubeOps::<K>::new(self.ctx, &self.namespace)
+            .event(self.obj, EventType::Normal, reason, action, note)
             .await;
-            Ok(Some(object))
-        }
-        1 => Err(Error::AlreadyExists {
-            what,
-            name: name.to_owned(),
-            id: id_of(&found[0]).to_owned(),
-            field,
-        }),
-        _ => Err(Error::Ambiguous {
-            what,
-            name: name.to_owned(),
-            ids: found.iter().map(&id_of).collect::<Vec<_>>().join(", "),
-            field,
-        }),
     }
 }
 
-async fn publish<K: Managed>(
-    ctx: &Context,
-    obj: &K,
-    type_: EventType,
-    reason: &str,
-    action: &str,
-    note: String,
-) {
-    let event = KubeEvent {
-        type_,
-        reason: reason.into(),
-        note: Some(note),
-        action: action.into(),
-        secondary: None,
-    };
-    if let Err(error) = ctx.recorder.publish(&event, &obj.object_ref(&())).await {
-        tracing::warn!(%error, kind = K::KIND, name = %obj.name_any(), "could not publish an event");
+fn has_finalizer<K: Resource>(obj: &K) -> bool {
+    obj.finalizers().iter().any(|f| f == FINALIZER)
+}
+
+fn finalizers_with<K: Resource>(obj: &K) -> Vec<String> {
+    let mut finalizers = obj.finalizers().to_vec();
+    if !finalizers.iter().any(|f| f == FINALIZER) {
+        finalizers.push(FINALIZER.to_owned());
     }
-}
-
-async fn write_status<K: Managed>(api: &Api<K>, obj: &K, status: &K::Status) -> Result<(), Error> {
-    let patch = serde_json::json!({
-        "apiVersion": K::api_version(&()),
-        "kind": K::kind(&()),
-        "status": status,
-    });
-    api.patch_status(
-        &obj.name_any(),
-        &PatchParams::apply(MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await
-    .map_err(Error::kube("writing status"))?;
-    Ok(())
-}
-
-/// Sets the `Ready` condition, keeping `lastTransitionTime` when its status did not change.
-pub fn set_ready(
-    common: &mut CommonStatus,
-    ready: bool,
-    reason: &str,
-    message: &str,
-    generation: Option<i64>,
-) {
-    let status = if ready { "True" } else { "False" };
-    let previous = common.conditions.iter().find(|c| c.type_ == "Ready");
-    let last_transition_time = match previous {
-        Some(c) if c.status == status => c.last_transition_time.clone(),
-        _ => Time(jiff::Timestamp::now()),
-    };
-    let condition = Condition {
-        type_: "Ready".into(),
-        status: status.into(),
-        reason: reason.into(),
-        message: message.into(),
-        observed_generation: generation,
-        last_transition_time,
-    };
-    common.conditions.retain(|c| c.type_ != "Ready");
-    common.conditions.push(condition);
-    common.observed_generation = generation;
-}
-
-fn ready_reason(status: &mut CommonStatus) -> Option<(String, String)> {
-    status
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Ready")
-        .map(|c| (c.reason.clone(), c.message.clone()))
+    finalizers
 }
 
 /// The reconcile function handed to `Controller::run`.
-pub async fn reconcile<K: Managed>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Action, Error> {
+pub async fn reconcile<K: External>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Action, Error> {
     let _slot = ctx.reconcile_slot(K::KIND).await;
     // The reconcile's own (large) future exists only once it holds a slot: every object waiting
     // for one costs a few words, not the whole state machine.
     Box::pin(reconcile_in_slot(obj, Arc::clone(&ctx))).await
 }
 
-async fn reconcile_in_slot<K: Managed>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Action, Error> {
+async fn reconcile_in_slot<K: External>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Action, Error> {
     let namespace = obj.namespace().ok_or(Error::NoNamespace)?;
-    let api: Api<K> = Api::namespaced(ctx.client.clone(), &namespace);
+    let ops = KubeOps::<K>::new(&ctx, &namespace);
     let timer = ctx.metrics.reconcile_started(K::KIND);
     let span = tracing::info_span!("reconcile", kind = K::KIND, namespace = %namespace, object = %obj.name_any());
-    let result = tracing::Instrument::instrument(
-        finalizer::finalizer(&api, FINALIZER, obj, |event| async {
-            match event {
-                Event::Apply(obj) => apply(obj.as_ref(), &ctx, &api, &namespace).await,
-                Event::Cleanup(obj) => cleanup(obj.as_ref(), &ctx, &api, &namespace).await,
-            }
-        }),
-        span,
-    )
-    .await
-    .map_err(|e| Error::Finalizer(Box::new(e)));
-    timer.finish(result.as_ref().err().map(|e| inner(e).reason()));
+    let result = tracing::Instrument::instrument(run(obj.as_ref(), &ctx, &ops), span).await;
+    timer.finish(result.as_ref().err().map(|e| e.reason().as_str()));
     result
 }
 
-/// The error the adapter returned, unwrapped from the finalizer's.
-fn inner(error: &Error) -> &Error {
-    match error {
-        Error::Finalizer(boxed) => match boxed.as_ref() {
-            finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e,
-            _ => error,
-        },
-        _ => error,
+/// One reconcile of `obj`, its kube side through `ops`.
+pub async fn run<K: External, O: Ops<K>>(obj: &K, ctx: &Context, ops: &O) -> Result<Action, Error> {
+    let namespace = obj.namespace().ok_or(Error::NoNamespace)?;
+    if obj.meta().deletion_timestamp.is_some() {
+        cleanup(obj, ctx, ops, &namespace).await
+    } else {
+        apply(obj, ctx, ops, &namespace).await
     }
 }
 
-/// The error policy handed to `Controller::run`: waiting states resync, failures back off
-/// (Versori's `Retry-After` first).
+/// The error policy handed to `Controller::run`: a lost write race retries at once, a change
+/// awaited resyncs, failures back off (at least as long as Versori's `Retry-After`).
 pub fn error_policy<K: Managed>(obj: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action {
-    // The finalizer patch tests the finalizers it saw; on a cache a write behind it fails with
-    // 409/422 and succeeds once the watch catches up: retry soon, without backing off.
-    if let Error::Finalizer(boxed) = error
-        && let finalizer::Error::AddFinalizer(kube::Error::Api(status))
-        | finalizer::Error::RemoveFinalizer(kube::Error::Api(status)) = boxed.as_ref()
-        && matches!(status.code, 409 | 422)
-    {
-        return Action::requeue(std::time::Duration::from_millis(200));
-    }
-    let error = inner(error);
-    if error.is_waiting() {
-        return Action::requeue(ctx.resync_delay());
-    }
-    let key = obj.uid().unwrap_or_else(|| obj.name_any());
-    let backoff = ctx.next_backoff(&key);
-    Action::requeue(error.retry_after().map_or(backoff, |r| r.max(backoff / 4)))
+    Action::requeue(requeue_after(
+        error,
+        &ctx,
+        &obj.uid().unwrap_or_else(|| obj.name_any()),
+    ))
 }
 
-async fn apply<K: Managed>(
+fn requeue_after(error: &Error, ctx: &Context, key: &str) -> Duration {
+    if error.is_write_conflict() {
+        return CONFLICT_REQUEUE;
+    }
+    if let Error::CreateInProgress { left } = error {
+        return *left;
+    }
+    if error.awaits_change() {
+        return ctx.resync_delay();
+    }
+    let backoff = ctx.next_backoff(key);
+    error.retry_after().map_or(backoff, |r| r.max(backoff))
+}
+
+/// What observing found.
+enum Observation<T> {
+    /// The object, found by its recorded or adopted ID, or by name after an interrupted attempt.
+    Found(T),
+    /// None: create it. `after_gone`: a recorded object vanished.
+    Absent { after_gone: bool },
+}
+
+/// The non-deleting half: observe, then create or update, then conditions.
+async fn apply<K: External, O: Ops<K>>(
     obj: &K,
     ctx: &Context,
-    api: &Api<K>,
+    ops: &O,
     namespace: &str,
 ) -> Result<Action, Error> {
-    // Without a Versori ID the next step may create or adopt: decide that on the object as it
-    // is now, not on a cache that may not show this operator's last write yet (the ID it just
-    // recorded, its intent marker): a stale view would report its own object as someone else's,
-    // or write an old status back.
-    let fresh;
-    let obj = match obj.status().and_then(K::versori_id) {
-        Some(_) => obj,
-        None => match api.get_opt(&obj.name_any()).await {
-            Ok(Some(current)) => {
-                fresh = current;
-                &fresh
-            }
-            Ok(None) => return Ok(Action::await_change()),
-            Err(error) => return Err(Error::kube("reading the object")(error)),
-        },
-    };
-    let rc = Reconciling {
-        ctx,
-        obj,
-        namespace: namespace.to_owned(),
-        api: api.clone(),
-    };
+    let rc = Reconciling::new(ctx, obj, namespace);
     let old = obj.status().cloned().unwrap_or_default();
     let mut status = old.clone();
-    let previous = ready_reason(K::common(&mut status.clone()));
-    let result = obj.apply(&rc, &mut status).await;
+    let result = sync(&rc, ops, &mut status).await;
     let generation = obj.meta().generation;
-    // A passing failure (a 5xx or 429 on a resync read, say) on an object that was Ready for this
-    // very spec leaves Ready alone: Versori still matched that spec when last seen. Flipping it
-    // would write status, wake every dependant (a ProjectSystem waits for its System to be
-    // Ready) and bypass the backoff; the failure shows in logs and metrics instead.
-    let keep_ready = matches!(&result, Err(e) if e.is_transient())
-        && K::common(&mut old.clone()).conditions.iter().any(|c| {
-            c.type_ == "Ready" && c.status == "True" && c.observed_generation == generation
-        });
+    let key = obj.uid().unwrap_or_else(|| obj.name_any());
+    let previous = reasons::<K>(&mut old.clone());
+    let common = K::common(&mut status);
+    common.observed_generation = generation;
     match &result {
-        Ok(message) => set_ready(
-            K::common(&mut status),
-            true,
-            "Available",
-            message,
-            generation,
-        ),
-        Err(_) if keep_ready => {}
-        Err(error) => set_ready(
-            K::common(&mut status),
-            false,
-            error.reason(),
-            &error.to_string(),
-            generation,
-        ),
+        Ok(message) => {
+            conditions::set(common, READY, true, Reason::Available, message, generation);
+            conditions::set(
+                common,
+                SYNCED,
+                true,
+                Reason::ReconcileSuccess,
+                "",
+                generation,
+            );
+        }
+        Err(error) => {
+            let message = error.to_string();
+            // Ready says what was last observed of Versori: a passing failure changes nothing
+            // there when the object was Ready for this very spec.
+            if !(error.is_transient() && conditions::ready_for(common, generation)) {
+                let reason = if error.is_transient() {
+                    if K::recorded_id(&old).is_some() {
+                        Reason::Unavailable
+                    } else {
+                        Reason::Creating
+                    }
+                } else {
+                    error.reason()
+                };
+                conditions::set(common, READY, false, reason, &message, generation);
+            }
+            conditions::set(common, SYNCED, false, error.reason(), &message, generation);
+        }
     }
     if status != old {
-        write_status(api, obj, &status).await?;
+        ops.write_status(obj, &status).await?;
     }
-    let key = obj.uid().unwrap_or_else(|| obj.name_any());
     match result {
         Ok(_) => {
             ctx.reset_backoff(&key);
             Ok(Action::requeue(ctx.resync_delay()))
         }
         Err(error) => {
-            let now = ready_reason(K::common(&mut status));
-            if now != previous {
-                publish(
-                    ctx,
+            if reasons::<K>(&mut status) != previous {
+                ops.event(
                     obj,
                     EventType::Warning,
-                    error.reason(),
+                    error.reason().as_str(),
                     "Reconcile",
                     error.to_string(),
                 )
@@ -545,9 +581,9 @@ async fn apply<K: Managed>(
                 kind = K::KIND,
                 namespace,
                 name = %obj.name_any(),
-                reason = error.reason(),
+                reason = error.reason().as_str(),
                 error = %error,
-                "not ready"
+                "reconcile failed"
             );
             if let Some(server_message) = error.server_message() {
                 tracing::debug!(kind = K::KIND, name = %obj.name_any(), server_message, "Versori's explanation");
@@ -557,21 +593,352 @@ async fn apply<K: Managed>(
     }
 }
 
-async fn cleanup<K: Managed>(
+/// The reasons of `Ready` and `Synced`: an event is published when they change.
+fn reasons<K: Managed>(status: &mut K::Status) -> (Option<String>, Option<String>) {
+    let common = K::common(status);
+    let reason = |t: &str| conditions::get(common, t).map(|c| c.reason.clone());
+    (reason(READY), reason(SYNCED))
+}
+
+/// Observes, then creates or updates. Returns the `Ready` message.
+async fn sync<K: External, O: Ops<K>>(
+    rc: &Reconciling<'_, K>,
+    ops: &O,
+    status: &mut K::Status,
+) -> Result<String, Error> {
+    let obj = rc.obj;
+    let desired = obj.desired(rc).await?;
+    let uid = rc.uid();
+    let record = Record::read(obj.annotations(), &uid);
+    let observation = observe(rc, ops, &desired, &record, status).await?;
+    let observed = match observation {
+        Observation::Found(observed) => {
+            if !has_finalizer(obj) {
+                ops.patch_metadata(
+                    obj,
+                    obj.resource_version().as_deref(),
+                    serde_json::json!({ "finalizers": finalizers_with(obj) }),
+                )
+                .await?;
+            }
+            if obj.up_to_date(&desired, &observed, status) {
+                observed
+            } else {
+                let (observed, what) = obj.update(rc, &desired, observed, status).await?;
+                ops.event(
+                    obj,
+                    EventType::Normal,
+                    "Updated",
+                    "Update",
+                    format!(
+                        "updated Versori {} {}: {what}",
+                        K::WHAT,
+                        K::id_of(&observed)
+                    ),
+                )
+                .await;
+                observed
+            }
+        }
+        Observation::Absent { after_gone } => create(rc, ops, &desired, status, after_gone).await?,
+    };
+    Ok(obj.record(&desired, &observed, status))
+}
+
+/// Finds the Versori object: by the recorded ID, by the ID in spec, or, while an attempt of
+/// this resource is pending and unrecorded, by name.
+async fn observe<K: External, O: Ops<K>>(
+    rc: &Reconciling<'_, K>,
+    ops: &O,
+    desired: &K::Desired,
+    record: &Record,
+    status: &mut K::Status,
+) -> Result<Observation<K::Observed>, Error> {
+    let obj = rc.obj;
+    let recorded = K::recorded_id(status)
+        .map(str::to_owned)
+        .or_else(|| record.created().map(str::to_owned));
+    if let Some(id) = recorded {
+        return match obj.get(rc, desired, &id).await? {
+            Some(observed) => Ok(Observation::Found(observed)),
+            None => {
+                tracing::info!(
+                    kind = K::KIND,
+                    id,
+                    "the Versori object is gone; creating it again"
+                );
+                K::forget(status);
+                Ok(Observation::Absent { after_gone: true })
+            }
+        };
+    }
+    if let Some(id) = obj.adopt_id() {
+        return match obj.get(rc, desired, id).await? {
+            Some(observed) => {
+                ops.event(
+                    obj,
+                    EventType::Normal,
+                    "Adopted",
+                    "Adopt",
+                    format!(
+                        "adopted Versori {} {id} named in spec.{}",
+                        K::WHAT,
+                        K::ID_FIELD
+                    ),
+                )
+                .await;
+                Ok(Observation::Found(observed))
+            }
+            None => Err(Error::AdoptTargetNotFound {
+                what: K::WHAT,
+                id: id.to_owned(),
+                field: K::ID_FIELD,
+            }),
+        };
+    }
+    let Record::Pending(pending) = record else {
+        return Ok(Observation::Absent { after_gone: false });
+    };
+    if let Some(left) = pending.in_flight_for(&rc.ctx.attempter, jiff::Timestamp::now()) {
+        return Err(Error::CreateInProgress { left });
+    }
+    // The attempt is over and its answer was not recorded: it may have created the object.
+    let locator: K::Locator =
+        serde_json::from_value(pending.locator.clone()).unwrap_or_else(|_| K::locator(desired));
+    match adopt_interrupted(rc, ops, &locator).await? {
+        Some(observed) => Ok(Observation::Found(observed)),
+        None => Ok(Observation::Absent { after_gone: false }),
+    }
+}
+
+/// After an attempt whose answer was lost: the one object the locator finds is the one it made,
+/// adopted and recorded at once; none means it made none; several are ambiguous.
+async fn adopt_interrupted<K: External, O: Ops<K>>(
+    rc: &Reconciling<'_, K>,
+    ops: &O,
+    locator: &K::Locator,
+) -> Result<Option<K::Observed>, Error> {
+    let obj = rc.obj;
+    let mut found = obj.find_by_name(rc, locator).await?;
+    match found.len() {
+        0 => Ok(None),
+        1 => {
+            let observed = found.swap_remove(0);
+            let id = K::id_of(&observed).to_owned();
+            record_created(ops, obj, &id).await?;
+            ops.event(
+                obj,
+                EventType::Normal,
+                "Adopted",
+                "Adopt",
+                format!(
+                    "adopted Versori {} {id} left by an interrupted create",
+                    K::WHAT
+                ),
+            )
+            .await;
+            Ok(Some(observed))
+        }
+        _ => Err(Error::Ambiguous {
+            what: K::WHAT,
+            name: describe_locator::<K>(locator),
+            ids: found
+                .iter()
+                .map(|o| K::id_of(o))
+                .collect::<Vec<_>>()
+                .join(", "),
+            field: K::ID_FIELD,
+        }),
+    }
+}
+
+fn describe_locator<K: External>(locator: &K::Locator) -> String {
+    serde_json::to_value(locator)
+        .ok()
+        .and_then(|v| v.get("name").and_then(|n| n.as_str()).map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// Ends an attempt in one write: the pending marker goes, the new ID is recorded.
+async fn record_created<K: Managed, O: Ops<K>>(ops: &O, obj: &K, id: &str) -> Result<(), Error> {
+    let uid = obj.uid().unwrap_or_default();
+    // No resourceVersion precondition: this write must land even though the resource changed
+    // during the POST (a spec edit, a deletion); the UID keeps it on this very resource.
+    ops.patch_metadata(
+        obj,
+        None,
+        serde_json::json!({ "annotations": {
+            CREATE_PENDING: serde_json::Value::Null,
+            CREATED: marker::created_annotation(&uid, id),
+        }}),
+    )
+    .await
+    .map(|_| ())
+}
+
+/// The create sequence: a same-named object someone else made is refused, the attempt is
+/// claimed (marker and finalizer in one write, on the version observed), the POST runs under a
+/// time limit, and its answer is recorded.
+async fn create<K: External, O: Ops<K>>(
+    rc: &Reconciling<'_, K>,
+    ops: &O,
+    desired: &K::Desired,
+    status: &mut K::Status,
+    after_gone: bool,
+) -> Result<K::Observed, Error> {
+    let obj = rc.obj;
+    let locator = K::locator(desired);
+    // Where Versori takes duplicate names, a name already taken is someone else's object (this
+    // resource has no attempt pending: that case was observed by name already). After the
+    // recorded object vanished a taken name is a stranger's as well, never adopted.
+    if !K::UNIQUE_NAMES || after_gone {
+        let found = obj.find_by_name(rc, &locator).await?;
+        if let Some(other) = found.first() {
+            return Err(already_exists::<K>(&locator, K::id_of(other)));
+        }
+    }
+    obj.before_create(rc, desired, status).await?;
+    let pending = Pending::new(
+        &rc.uid(),
+        &rc.ctx.attempter,
+        serde_json::to_value(&locator).unwrap_or_default(),
+    );
+    ops.patch_metadata(
+        obj,
+        obj.resource_version().as_deref(),
+        serde_json::json!({
+            "finalizers": finalizers_with(obj),
+            "annotations": {
+                CREATE_PENDING: pending.to_annotation(),
+                CREATED: serde_json::Value::Null,
+            },
+        }),
+    )
+    .await?;
+    let created = match tokio::time::timeout(ATTEMPT_TIMEOUT, obj.create(rc, desired)).await {
+        Ok(Ok(created)) => created,
+        Ok(Err(error)) if K::UNIQUE_NAMES && is_versori_conflict(&error) => {
+            let found = obj.find_by_name(rc, &locator).await?;
+            let id = found
+                .first()
+                .map(|o| K::id_of(o).to_owned())
+                .unwrap_or_default();
+            return Err(already_exists::<K>(&locator, &id));
+        }
+        Ok(Err(error)) => return Err(error),
+        Err(_) => {
+            return Err(Error::CreateTimedOut {
+                what: K::WHAT,
+                timeout: ATTEMPT_TIMEOUT,
+            });
+        }
+    };
+    let id = K::id_of(&created).to_owned();
+    record_created(ops, obj, &id).await?;
+    ops.event(
+        obj,
+        EventType::Normal,
+        "Created",
+        "Create",
+        format!("created Versori {} {id}", K::WHAT),
+    )
+    .await;
+    Ok(created)
+}
+
+fn is_versori_conflict(error: &Error) -> bool {
+    matches!(error, Error::Versori { source, .. } if source.is_conflict())
+}
+
+fn already_exists<K: External>(locator: &K::Locator, id: &str) -> Error {
+    Error::AlreadyExists {
+        what: K::WHAT,
+        name: describe_locator::<K>(locator),
+        id: id.to_owned(),
+        field: K::ID_FIELD,
+    }
+}
+
+/// The deleting half, from a fresh read: the Versori object the resource stands for (recorded,
+/// adopted, or made by an interrupted attempt) goes unless the policy orphans it; then the
+/// finalizer.
+async fn cleanup<K: External, O: Ops<K>>(
     obj: &K,
     ctx: &Context,
-    api: &Api<K>,
+    ops: &O,
     namespace: &str,
 ) -> Result<Action, Error> {
-    let rc = Reconciling {
-        ctx,
-        obj,
-        namespace: namespace.to_owned(),
-        api: api.clone(),
-    };
     let key = obj.uid().unwrap_or_else(|| obj.name_any());
+    // The cache may not show the last create's record yet (that write may have come from a
+    // reconcile that ended a moment ago): decide on the resource as it is now.
+    let fresh = match ops.get(&obj.name_any()).await? {
+        Some(fresh) if fresh.uid() == obj.uid() => fresh,
+        _ => return Ok(Action::await_change()),
+    };
+    let obj = &fresh;
+    if !has_finalizer(obj) {
+        return Ok(Action::await_change());
+    }
+    let rc = Reconciling::new(ctx, obj, namespace);
+    let result = delete_external(&rc, ops).await;
+    match result {
+        Ok(()) => {
+            let finalizers: Vec<String> = obj
+                .finalizers()
+                .iter()
+                .filter(|f| *f != FINALIZER)
+                .cloned()
+                .collect();
+            ops.patch_metadata(
+                obj,
+                obj.resource_version().as_deref(),
+                serde_json::json!({ "finalizers": finalizers }),
+            )
+            .await?;
+            ctx.reset_backoff(&key);
+            Ok(Action::await_change())
+        }
+        Err(error) => {
+            let old = obj.status().cloned().unwrap_or_default();
+            let mut status = old.clone();
+            let previous = reasons::<K>(&mut old.clone());
+            let generation = obj.meta().generation;
+            let message = format!("deleting: {error}");
+            let common = K::common(&mut status);
+            conditions::set(common, READY, false, Reason::Deleting, &message, generation);
+            conditions::set(common, SYNCED, false, error.reason(), &message, generation);
+            if status != old {
+                // A failed status write must not hide the delete error.
+                if let Err(write_error) = ops.write_status(obj, &status).await {
+                    tracing::debug!(error = %write_error, "could not write status while deleting");
+                }
+            }
+            if reasons::<K>(&mut status) != previous {
+                ops.event(
+                    obj,
+                    EventType::Warning,
+                    error.reason().as_str(),
+                    "Delete",
+                    message,
+                )
+                .await;
+            }
+            tracing::warn!(kind = K::KIND, namespace, name = %obj.name_any(), reason = error.reason().as_str(), error = %error, "delete waits");
+            Err(error)
+        }
+    }
+}
+
+/// Deletes the Versori object the resource stands for, if any.
+async fn delete_external<K: External, O: Ops<K>>(
+    rc: &Reconciling<'_, K>,
+    ops: &O,
+) -> Result<(), Error> {
+    let obj = rc.obj;
     if obj.deletion_policy() == DeletionPolicy::Orphan {
-        rc.event(
+        ops.event(
+            obj,
+            EventType::Normal,
             "Orphaned",
             "Delete",
             format!(
@@ -580,47 +947,87 @@ async fn cleanup<K: Managed>(
             ),
         )
         .await;
-        ctx.reset_backoff(&key);
-        return Ok(Action::await_change());
+        return Ok(());
     }
-    let old = obj.status().cloned().unwrap_or_default();
-    let mut status = old.clone();
-    match obj.delete(&rc, &mut status).await {
-        Ok(()) => {
-            ctx.reset_backoff(&key);
-            Ok(Action::await_change())
-        }
-        Err(error) => {
-            let generation = obj.meta().generation;
-            let previous = ready_reason(K::common(&mut status.clone()));
-            let message = format!("deleting: {error}");
-            set_ready(
-                K::common(&mut status),
-                false,
-                error.reason(),
-                &message,
-                generation,
-            );
-            if status != old {
-                // The object may already be gone from the apiserver's point of view; a failed
-                // status write must not hide the delete error.
-                if let Err(write_error) = write_status(api, obj, &status).await {
-                    tracing::debug!(error = %write_error, "could not write status while deleting");
+    let record = Record::read(obj.annotations(), &rc.uid());
+    let recorded = obj
+        .status()
+        .and_then(K::recorded_id)
+        .map(str::to_owned)
+        .or_else(|| record.created().map(str::to_owned))
+        .or_else(|| obj.adopt_id().map(str::to_owned));
+    let id = match (recorded, &record) {
+        (Some(id), _) => id,
+        (None, Record::Pending(pending)) => {
+            if let Some(left) = pending.in_flight_for(&rc.ctx.attempter, jiff::Timestamp::now()) {
+                return Err(Error::CreateInProgress { left });
+            }
+            let Ok(locator) = serde_json::from_value::<K::Locator>(pending.locator.clone()) else {
+                return Ok(());
+            };
+            let mut found = obj.find_by_name(rc, &locator).await?;
+            match found.len() {
+                0 => return Ok(()),
+                1 => K::id_of(&found.swap_remove(0)).to_owned(),
+                _ => {
+                    return Err(Error::Ambiguous {
+                        what: K::WHAT,
+                        name: describe_locator::<K>(&locator),
+                        ids: found
+                            .iter()
+                            .map(|o| K::id_of(o))
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        field: K::ID_FIELD,
+                    });
                 }
             }
-            if ready_reason(K::common(&mut status)) != previous {
-                publish(
-                    ctx,
-                    obj,
-                    EventType::Warning,
-                    error.reason(),
-                    "Delete",
-                    message,
-                )
-                .await;
-            }
-            tracing::warn!(kind = K::KIND, namespace, name = %obj.name_any(), reason = error.reason(), error = %error, "delete waits");
-            Err(error)
         }
-    }
+        (None, _) => return Ok(()),
+    };
+    obj.delete(rc, &id).await?;
+    ops.event(
+        obj,
+        EventType::Normal,
+        "Deleted",
+        "Delete",
+        format!("deleted Versori {} {id}", K::WHAT),
+    )
+    .await;
+    Ok(())
 }
+
+/// Creates the object outside the loop with the loop's protocol (the OAuth 2.0 callback, which
+/// holds a person's single-use code): claim the attempt, POST, record the ID.
+pub async fn create_outside_loop<K: External, O: Ops<K>, Fut>(
+    rc: &Reconciling<'_, K>,
+    ops: &O,
+    locator: &K::Locator,
+    create: impl FnOnce() -> Fut,
+) -> Result<K::Observed, Error>
+where
+    Fut: Future<Output = Result<K::Observed, Error>>,
+{
+    let obj = rc.obj;
+    let pending = Pending::new(
+        &rc.uid(),
+        &rc.ctx.attempter,
+        serde_json::to_value(locator).unwrap_or_default(),
+    );
+    ops.patch_metadata(
+        obj,
+        obj.resource_version().as_deref(),
+        serde_json::json!({
+            "finalizers": finalizers_with(obj),
+            "annotations": { CREATE_PENDING: pending.to_annotation(), CREATED: serde_json::Value::Null },
+        }),
+    )
+    .await?;
+    let created = create().await?;
+    record_created(ops, obj, K::id_of(&created)).await?;
+    Ok(created)
+}
+
+#[cfg(test)]
+#[path = "reconciler_tests.rs"]
+mod tests;

@@ -12,9 +12,7 @@ use kube::runtime::reflector::ObjectRef;
 use super::Shutdown;
 use super::context::Context;
 use super::error::Error;
-use super::reconciler::{
-    self, ById, Managed, Named, Reconciling, Scope, adopt_by_name, observe_by_id,
-};
+use super::reconciler::{self, External, Managed, Reconciling, Scope};
 use super::secrets::hash_secrets;
 use crate::resources::common::{CommonStatus, DeletionPolicy};
 use crate::resources::system::{
@@ -23,6 +21,7 @@ use crate::resources::system::{
 };
 use crate::resources::{ProjectSystem, System, SystemStatus};
 use crate::versori::models::{self as api};
+use serde::{Deserialize, Serialize};
 
 impl Managed for System {
     type Status = SystemStatus;
@@ -32,10 +31,6 @@ impl Managed for System {
         self.status.as_ref()
     }
 
-    fn versori_id(status: &SystemStatus) -> Option<&str> {
-        status.id.as_deref()
-    }
-
     fn common(status: &mut SystemStatus) -> &mut CommonStatus {
         &mut status.common
     }
@@ -43,95 +38,154 @@ impl Managed for System {
     fn deletion_policy(&self) -> DeletionPolicy {
         self.spec.deletion_policy.unwrap_or_default()
     }
+}
 
-    async fn apply(
+/// What a System's spec wants of Versori, its client secrets read.
+pub struct DesiredSystem {
+    name: String,
+    schemes: Vec<api::AuthSchemeConfig>,
+    secret_hash: String,
+}
+
+/// A Versori system is found by its name (names may repeat in Versori).
+#[derive(Serialize, Deserialize)]
+pub struct SystemLocator {
+    name: String,
+}
+
+impl External for System {
+    type Desired = DesiredSystem;
+    type Observed = api::System;
+    type Locator = SystemLocator;
+    const WHAT: &'static str = "system";
+    const ID_FIELD: &'static str = "systemId";
+    const UNIQUE_NAMES: bool = false;
+
+    fn recorded_id(status: &SystemStatus) -> Option<&str> {
+        status.id.as_deref()
+    }
+
+    fn forget(status: &mut SystemStatus) {
+        status.id = None;
+    }
+
+    fn adopt_id(&self) -> Option<&str> {
+        self.spec.system_id.as_deref()
+    }
+
+    async fn desired(&self, rc: &Reconciling<'_, Self>) -> Result<DesiredSystem, Error> {
+        let (schemes, secret_hash) = desired_schemes(self, rc).await?;
+        Ok(DesiredSystem {
+            name: self.versori_name(),
+            schemes,
+            secret_hash,
+        })
+    }
+
+    fn locator(desired: &DesiredSystem) -> SystemLocator {
+        SystemLocator {
+            name: desired.name.clone(),
+        }
+    }
+
+    async fn get(
         &self,
         rc: &Reconciling<'_, Self>,
-        status: &mut SystemStatus,
-    ) -> Result<String, Error> {
-        let name = self.versori_name();
-        // Secrets first: a missing one stops here, before any Versori call.
-        let (schemes, secret_hash) = desired_schemes(self, rc).await?;
+        _desired: &DesiredSystem,
+        id: &str,
+    ) -> Result<Option<api::System>, Error> {
+        match rc.ctx.versori.get_system(id).await {
+            Ok(system) => Ok(Some(system)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(Error::versori("reading the Versori system")(e)),
+        }
+    }
+
+    async fn find_by_name(
+        &self,
+        rc: &Reconciling<'_, Self>,
+        locator: &SystemLocator,
+    ) -> Result<Vec<api::System>, Error> {
+        let name = locator.name.as_str();
+        Ok(rc
+            .ctx
+            .versori
+            .list_systems(Some(name))
+            .await
+            .map_err(Error::versori("looking up the Versori system by name"))?
+            .into_iter()
+            .filter(|s| s.name == name)
+            .collect())
+    }
+
+    fn id_of(observed: &api::System) -> &str {
+        &observed.id
+    }
+
+    async fn create(
+        &self,
+        rc: &Reconciling<'_, Self>,
+        desired: &DesiredSystem,
+    ) -> Result<api::System, Error> {
+        rc.ctx
+            .versori
+            .create_system(&api::SystemCreate {
+                name: desired.name.clone(),
+                domain: self.spec.domain.clone(),
+                template_base_url: self.spec.template_base_url.clone(),
+                auth_scheme_configs: desired.schemes.clone(),
+                labels: self.spec.labels.clone(),
+            })
+            .await
+            .map_err(Error::versori("creating the Versori system"))
+    }
+
+    fn up_to_date(
+        &self,
+        desired: &DesiredSystem,
+        observed: &api::System,
+        status: &SystemStatus,
+    ) -> bool {
+        !self.settings_differ(desired, observed)
+            && stale_schemes(desired, observed, status).is_empty()
+            && extra_schemes(desired, observed).is_empty()
+    }
+
+    async fn update(
+        &self,
+        rc: &Reconciling<'_, Self>,
+        desired: &DesiredSystem,
+        observed: api::System,
+        status: &SystemStatus,
+    ) -> Result<(api::System, String), Error> {
         let versori = &rc.ctx.versori;
-
-        let system = match observe(self, rc, status, &name).await? {
-            Some(system) => system,
-            None => {
-                rc.mark_create_pending().await?;
-                let created = versori
-                    .create_system(&api::SystemCreate {
-                        name: name.clone(),
-                        domain: self.spec.domain.clone(),
-                        template_base_url: self.spec.template_base_url.clone(),
-                        auth_scheme_configs: schemes.clone(),
-                        labels: self.spec.labels.clone(),
-                    })
-                    .await
-                    .map_err(Error::versori("creating the Versori system"))?;
-                status.id = Some(created.id.clone());
-                status.auth_scheme_ids = scheme_ids(&schemes);
-                status.secret_hash = Some(secret_hash.clone());
-                rc.persist(status).await?;
-                rc.event(
-                    "Created",
-                    "Create",
-                    format!("created Versori system {name:?} with ID {}", created.id),
-                )
-                .await;
-                created
-            }
-        };
-        let id = system.id.clone();
-        status.id = Some(id.clone());
-
-        if system.name != name
-            || system.domain != self.spec.domain
-            || system.template_base_url != self.spec.template_base_url
-        {
+        let id = observed.id.clone();
+        let mut changed = Vec::new();
+        if self.settings_differ(desired, &observed) {
             versori
                 .update_system(
                     &id,
                     &api::UpdateSystem {
-                        name: Some(name.clone()),
+                        name: Some(desired.name.clone()),
                         domain: Some(self.spec.domain.clone()),
                         template_base_url: Some(self.spec.template_base_url.clone()),
                     },
                 )
                 .await
                 .map_err(Error::versori("updating the Versori system"))?;
-            rc.event(
-                "Updated",
-                "Update",
-                format!("updated name, domain or base URL of Versori system {id}"),
-            )
-            .await;
+            changed.push("name, domain or base URL".to_owned());
         }
-
-        let secrets_changed = status.secret_hash.as_deref() != Some(secret_hash.as_str());
-        let mut upserted = Vec::new();
-        for desired in &schemes {
-            let scheme_id = desired.id().unwrap_or_default();
-            let observed = system.auth_scheme_config(scheme_id);
-            let differs = observed.is_none_or(|o| comparable(o) != comparable(desired));
-            if differs || (secrets_changed && has_secret(desired)) {
-                versori
-                    .upsert_auth_scheme(&id, desired)
-                    .await
-                    .map_err(Error::versori("updating an auth scheme"))?;
-                upserted.push(scheme_id.to_owned());
-            }
+        let upserted = stale_schemes(desired, &observed, status);
+        for scheme in &upserted {
+            versori
+                .upsert_auth_scheme(&id, scheme)
+                .await
+                .map_err(Error::versori("updating an auth scheme"))?;
         }
-        status.secret_hash = Some(secret_hash);
         let mut removed = Vec::new();
-        for observed in &system.auth_scheme_configs {
-            let Some(scheme_id) = observed.id() else {
-                continue;
-            };
-            if schemes.iter().any(|d| d.id() == Some(scheme_id)) {
-                continue;
-            }
-            match versori.delete_auth_scheme(&id, scheme_id).await {
-                Ok(()) => removed.push(scheme_id.to_owned()),
+        for scheme_id in extra_schemes(desired, &observed) {
+            match versori.delete_auth_scheme(&id, &scheme_id).await {
+                Ok(()) => removed.push(scheme_id),
                 Err(e) if e.is_not_found() => {}
                 Err(e) if e.is_conflict() => {
                     return Err(Error::InUse(format!(
@@ -141,50 +195,30 @@ impl Managed for System {
                 Err(e) => return Err(Error::versori("deleting an auth scheme")(e)),
             }
         }
-        status.auth_scheme_ids = scheme_ids(&schemes);
         if !upserted.is_empty() || !removed.is_empty() {
-            rc.event(
-                "Updated",
-                "Update",
-                format!(
-                    "auth schemes of Versori system {id}: updated {upserted:?}, removed {removed:?}"
-                ),
-            )
-            .await;
+            changed.push(format!(
+                "auth schemes updated {:?}, removed {removed:?}",
+                upserted.iter().filter_map(|s| s.id()).collect::<Vec<_>>()
+            ));
         }
-        Ok(format!("Versori system {name:?} has ID {id}"))
+        Ok((observed, changed.join("; ")))
     }
 
-    async fn delete(
+    fn record(
         &self,
-        rc: &Reconciling<'_, Self>,
+        desired: &DesiredSystem,
+        observed: &api::System,
         status: &mut SystemStatus,
-    ) -> Result<(), Error> {
-        let versori = &rc.ctx.versori;
-        let id = match status.id.clone() {
-            Some(id) => id,
-            // An interrupted create may have made the system without recording its ID.
-            None if rc.create_pending() => {
-                let name = self.versori_name();
-                let found: Vec<_> = versori
-                    .list_systems(Some(&name))
-                    .await
-                    .map_err(Error::versori("looking up the Versori system by name"))?
-                    .into_iter()
-                    .filter(|s| s.name == name)
-                    .collect();
-                match found.as_slice() {
-                    [one] => one.id.clone(),
-                    _ => return Ok(()),
-                }
-            }
-            None => return Ok(()),
-        };
-        match versori.delete_system(&id).await {
-            Ok(()) => {
-                rc.event("Deleted", "Delete", format!("deleted Versori system {id}")).await;
-                Ok(())
-            }
+    ) -> String {
+        status.id = Some(observed.id.clone());
+        status.auth_scheme_ids = scheme_ids(&desired.schemes);
+        status.secret_hash = Some(desired.secret_hash.clone());
+        format!("Versori system {:?} has ID {}", desired.name, observed.id)
+    }
+
+    async fn delete(&self, rc: &Reconciling<'_, Self>, id: &str) -> Result<(), Error> {
+        match rc.ctx.versori.delete_system(id).await {
+            Ok(()) => Ok(()),
             Err(e) if e.is_not_found() => Ok(()),
             Err(e) if e.is_conflict() => Err(Error::InUse(
                 "the Versori system is still linked to a project environment by a connection template: it is deleted once no ProjectSystem uses it".into(),
@@ -194,7 +228,44 @@ impl Managed for System {
     }
 }
 
+/// The desired schemes that differ from what Versori holds, or whose client secret changed
+/// since it was last sent (Versori never returns it).
+fn stale_schemes(
+    desired: &DesiredSystem,
+    observed: &api::System,
+    status: &SystemStatus,
+) -> Vec<api::AuthSchemeConfig> {
+    let secrets_changed = status.secret_hash.as_deref() != Some(desired.secret_hash.as_str());
+    desired
+        .schemes
+        .iter()
+        .filter(|scheme| {
+            let current = observed.auth_scheme_config(scheme.id().unwrap_or_default());
+            current.is_none_or(|o| comparable(o) != comparable(scheme))
+                || (secrets_changed && has_secret(scheme))
+        })
+        .cloned()
+        .collect()
+}
+
+/// The IDs of schemes Versori holds that the spec no longer lists.
+fn extra_schemes(desired: &DesiredSystem, observed: &api::System) -> Vec<String> {
+    observed
+        .auth_scheme_configs
+        .iter()
+        .filter_map(|o| o.id())
+        .filter(|id| !desired.schemes.iter().any(|d| d.id() == Some(*id)))
+        .map(str::to_owned)
+        .collect()
+}
+
 impl System {
+    fn settings_differ(&self, desired: &DesiredSystem, observed: &api::System) -> bool {
+        observed.name != desired.name
+            || observed.domain != self.spec.domain
+            || observed.template_base_url != self.spec.template_base_url
+    }
+
     /// The system's name in Versori.
     pub fn versori_name(&self) -> String {
         self.spec.name.clone().unwrap_or_else(|| self.name_any())
@@ -209,56 +280,6 @@ impl System {
                 .is_some_and(|r| r.name == name)
         })
     }
-}
-
-/// Finds the Versori system this resource manages: by the ID in status, the ID in spec
-/// (adoption), or by name after an interrupted create. `None`: it must be created.
-async fn observe(
-    obj: &System,
-    rc: &Reconciling<'_, System>,
-    status: &mut SystemStatus,
-    name: &str,
-) -> Result<Option<api::System>, Error> {
-    let versori = &rc.ctx.versori;
-    let named = Named {
-        what: "system",
-        field: "systemId",
-        name,
-    };
-    let recorded = status.id.clone();
-    let by_id = observe_by_id(
-        rc,
-        named,
-        recorded.as_deref(),
-        obj.spec.system_id.as_deref(),
-        |id| async move { versori.get_system(&id).await },
-    );
-    match by_id.await? {
-        ById::Found(system) => {
-            status.id = Some(system.id.clone());
-            return Ok(Some(system));
-        }
-        ById::Gone => status.id = None,
-        ById::Unknown => {}
-    }
-    let found: Vec<api::System> = versori
-        .list_systems(Some(name))
-        .await
-        .map_err(Error::versori("looking up the Versori system by name"))?
-        .into_iter()
-        .filter(|s| s.name == name)
-        .collect();
-    adopt_by_name(
-        rc,
-        status,
-        named,
-        found,
-        |s| s.id.as_str(),
-        |status, s| {
-            status.id = Some(s.id.clone());
-        },
-    )
-    .await
 }
 
 fn scheme_ids(schemes: &[api::AuthSchemeConfig]) -> Vec<String> {

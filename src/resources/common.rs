@@ -8,10 +8,6 @@ use serde::{Deserialize, Serialize};
 /// Regular expression for a Versori ID: a ULID (26 characters of Crockford base32).
 pub const ULID_PATTERN: &str = "^[0-9A-HJKMNP-TV-Z]{26}$";
 
-/// Annotation written before the operator POSTs a new Versori object: the intent to create,
-/// with the time. A reconcile that finds it but no ID in status looks the object up by name.
-pub const CREATE_PENDING_ANNOTATION: &str = "versori.com/create-pending";
-
 /// A key of a Secret in the resource's own namespace. Secrets in other namespaces are never read.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash)]
 #[serde(rename_all = "camelCase")]
