@@ -10,7 +10,6 @@
 
 mod common;
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -18,39 +17,31 @@ use std::time::{Duration, Instant};
 use common::TestCluster;
 use common::operator::{Operator, OperatorOptions};
 use serde_json::Value;
+use strum::IntoEnumIterator;
+use versori_operator::controllers::conditions::{Health, Reason};
 
 const MANIFEST_DIR: &str = env!("CARGO_MANIFEST_DIR");
 const KINDS: [&str; 3] = ["System", "ProjectSystem", "Connection"];
 const HEALTH: [&str; 4] = ["Healthy", "Progressing", "Degraded", "Suspended"];
 const UPDATE: &str = "UPDATE_ARGOCD_FILES";
 
-/// Every `Ready` reason the operator sets and the health it maps to (outside deletion: while a
-/// resource is being deleted, every Ready=False reason is Progressing). docs/conditions.md says
-/// the same, and `every_condition_reason_has_a_verdict` keeps the three in step.
-const VERDICTS: &[(&str, &str)] = &[
-    ("Available", "Healthy"),
-    ("WaitingForSystem", "Progressing"),
-    ("WaitingForProjectSystem", "Progressing"),
-    ("VersoriAPIError", "Progressing"),
-    ("VersoriRateLimited", "Progressing"),
-    ("KubernetesAPIError", "Progressing"),
-    ("AuthorizationRequired", "Suspended"),
-    ("SecretNotFound", "Degraded"),
-    ("InvalidSecret", "Degraded"),
-    ("MissingCredential", "Degraded"),
-    ("AuthSchemeNotFound", "Degraded"),
-    ("ProjectNotFound", "Degraded"),
-    ("EnvironmentNotFound", "Degraded"),
-    ("SystemNotFound", "Degraded"),
-    ("ExternalIdMismatch", "Degraded"),
-    ("UnsupportedAuthScheme", "Degraded"),
-    ("AlreadyExists", "Degraded"),
-    ("AmbiguousName", "Degraded"),
-    ("AdoptTargetNotFound", "Degraded"),
-    ("VersoriRejected", "Degraded"),
-    ("VersoriUnauthorized", "Degraded"),
-    ("InUse", "Degraded"),
-];
+/// Every `Ready` reason the operator can set and the health it maps to (outside deletion: while
+/// a resource is being deleted, every Ready=False reason is Progressing), from the operator's own
+/// enum. docs/conditions.md and the scripts must say the same.
+fn verdicts() -> Vec<(&'static str, &'static str)> {
+    Reason::iter()
+        .filter(|r| r.is_ready_reason())
+        .map(|r| {
+            let health: &'static str = match r.health() {
+                Health::Healthy => "Healthy",
+                Health::Progressing => "Progressing",
+                Health::Suspended => "Suspended",
+                Health::Degraded => "Degraded",
+            };
+            (r.as_str(), health)
+        })
+        .collect()
+}
 
 fn argocd_dir() -> PathBuf {
     Path::new(MANIFEST_DIR).join("charts/versori-operator/argocd")
@@ -379,61 +370,21 @@ fn scripts_differ_only_in_their_kind() {
 
 // ------------------------------------------------------------------------ reasons and verdicts
 
-/// The condition reasons the operator's source sets: the literals in `Error::reason()`, every
-/// `reason: "..."` in the controllers and the Ready=True reason given to `set_ready`.
-fn reasons_in_source() -> BTreeSet<String> {
-    let dir = Path::new(MANIFEST_DIR).join("src/controllers");
-    let mut reasons = BTreeSet::new();
-    let literal_after = |text: &str, marker: &str, reasons: &mut BTreeSet<String>| {
-        for (at, _) in text.match_indices(marker) {
-            let rest = &text[at + marker.len()..];
-            if let Some(end) = rest.find('"') {
-                let word = &rest[..end];
-                if !word.is_empty() && word.chars().all(|c| c.is_ascii_alphanumeric()) {
-                    reasons.insert(word.to_owned());
-                }
-            }
-        }
-    };
-    for entry in std::fs::read_dir(&dir).expect("reading src/controllers") {
-        let path = entry.expect("a directory entry").path();
-        if path.extension().is_none_or(|e| e != "rs") {
-            continue;
-        }
-        let text = std::fs::read_to_string(&path).expect("reading a controller source file");
-        // Whitespace runs as single spaces, so that line breaks from rustfmt do not matter.
-        let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
-        literal_after(&text, "reason: \"", &mut reasons);
-        literal_after(&text, "true, \"", &mut reasons);
-        if let Some(start) = text.find("pub fn reason(&self)") {
-            let body = &text[start..];
-            let body = &body[..body[1..].find("pub fn ").map_or(body.len(), |i| i + 1)];
-            literal_after(body, "=> \"", &mut reasons);
-        }
-    }
-    reasons
-}
-
 #[test]
 fn every_condition_reason_has_a_verdict() {
-    let in_source = reasons_in_source();
-    for known in ["SecretNotFound", "WaitingForSystem", "VersoriAPIError"] {
-        assert!(
-            in_source.contains(known),
-            "the source scan found no {known}: fix reasons_in_source ({in_source:?})"
-        );
+    // Every non-Healthy verdict but Progressing (the scripts' fallback) is named in a script.
+    let script = script("System");
+    for (reason, verdict) in verdicts() {
+        if verdict != "Progressing" && verdict != "Healthy" {
+            assert!(
+                script.contains(&format!("  {reason} = true")),
+                "health-System.lua does not list {reason} ({verdict})"
+            );
+        }
     }
-    let in_table: BTreeSet<String> = VERDICTS.iter().map(|(r, _)| (*r).to_owned()).collect();
-    let missing: Vec<&String> = in_source.difference(&in_table).collect();
-    assert!(
-        missing.is_empty(),
-        "reasons the operator sets without an Argo CD verdict: {missing:?}; add them to the health-*.lua \
-         scripts, VERDICTS here and docs/conditions.md"
-    );
-
     let docs = std::fs::read_to_string(Path::new(MANIFEST_DIR).join("docs/conditions.md"))
         .expect("reading docs/conditions.md");
-    for (reason, verdict) in VERDICTS {
+    for (reason, verdict) in verdicts() {
         let row = docs
             .lines()
             .find(|l| l.starts_with(&format!("| `{reason}` |")))
@@ -453,8 +404,8 @@ fn every_condition_reason_has_a_verdict() {
 #[test]
 fn every_reason_gets_its_verdict_on_every_kind() {
     for kind in KINDS {
-        for (reason, verdict) in VERDICTS {
-            let ready = if *verdict == "Healthy" {
+        for (reason, verdict) in verdicts() {
+            let ready = if verdict == "Healthy" {
                 "True"
             } else {
                 "False"
@@ -467,7 +418,7 @@ fn every_reason_gets_its_verdict_on_every_kind() {
             // While the resource is being deleted, every Ready=False reason waits.
             let mut deleting = object.clone();
             deleting["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z".into();
-            let expected = if *verdict == "Healthy" {
+            let expected = if verdict == "Healthy" {
                 "Healthy"
             } else {
                 "Progressing"
@@ -574,6 +525,26 @@ fn edge_cases() {
             "Progressing",
             "unknown reason",
         );
+
+        // Ready with a failed last reconcile: Healthy, and the message says what failed.
+        let mut unsynced = object(kind, 4, "True", "Available", "Versori object has ID X");
+        let synced_false = serde_json::json!({
+            "type": "Synced", "status": "False", "reason": "VersoriAPIError",
+            "message": "reading the Versori object: HTTP 503", "observedGeneration": 4,
+            "lastTransitionTime": "2026-01-01T00:00:00Z",
+        });
+        if let Some(conditions) = unsynced["status"]["conditions"].as_array_mut() {
+            conditions.push(synced_false);
+        }
+        let message = assert_health(kind, &unsynced, "Healthy", "Ready, Synced=False");
+        assert!(
+            message.starts_with("Versori object has ID X") && message.contains("HTTP 503"),
+            "{message}"
+        );
+        unsynced["status"]["conditions"][1]["status"] = "True".into();
+        unsynced["status"]["conditions"][1]["message"] = "".into();
+        let message = assert_health(kind, &unsynced, "Healthy", "Ready, Synced=True");
+        assert_eq!(message, "Versori object has ID X");
 
         // An empty message falls back to the reason.
         let (_, message) = health(kind, &object(kind, 1, "False", "SecretNotFound", ""));
@@ -866,10 +837,19 @@ spec:
     r.check(object, "Degraded", "system-auth-scheme-in-use");
     // While deleting: the System waits for its ProjectSystem to go.
     r.kubectl(&["delete", "system", "shopify", "--wait=false"]);
-    let object = r.wait_reason(&operator, "system", "shopify", "InUse");
+    let object = r.wait_reason(&operator, "system", "shopify", "Deleting");
     assert!(
         object["metadata"]["deletionTimestamp"].is_string(),
         "shopify is being deleted"
+    );
+    let synced = object["status"]["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == "Synced"))
+        .map(|c| c["reason"].clone());
+    assert_eq!(
+        synced,
+        Some("InUse".into()),
+        "Synced says why the delete waits"
     );
     r.check(object, "Progressing", "system-deleting-in-use");
 

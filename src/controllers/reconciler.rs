@@ -48,6 +48,9 @@ pub const FINALIZER: &str = "versori.com/finalizer";
 /// watch to bring the winner's version, too short to be a backoff.
 pub const CONFLICT_REQUEUE: Duration = Duration::from_millis(200);
 
+/// How often a resource whose create another instance is making is looked at again.
+pub const IN_PROGRESS_POLL: Duration = Duration::from_secs(2);
+
 /// Where a controller watches.
 #[derive(Clone)]
 pub struct Scope {
@@ -494,7 +497,9 @@ fn requeue_after(error: &Error, ctx: &Context, key: &str) -> Duration {
         return CONFLICT_REQUEUE;
     }
     if let Error::CreateInProgress { left } = error {
-        return *left;
+        // The other attempt usually ends in well under a second: look again soon (a reconcile
+        // from the cache costs nothing until it writes), and at the latest when it expires.
+        return (*left).min(IN_PROGRESS_POLL);
     }
     if error.awaits_change() {
         return ctx.resync_delay();
@@ -521,7 +526,15 @@ async fn apply<K: External, O: Ops<K>>(
     let rc = Reconciling::new(ctx, obj, namespace);
     let old = obj.status().cloned().unwrap_or_default();
     let mut status = old.clone();
-    let result = sync(&rc, ops, &mut status).await;
+    let result = match sync(&rc, ops, &mut status).await {
+        Err(error @ Error::CreateInProgress { .. }) => {
+            // Another instance holds the attempt and writes what it finds: a status from here
+            // would race it (and flip its Ready back).
+            tracing::debug!(kind = K::KIND, name = %obj.name_any(), %error, "waiting for another instance's create");
+            return Err(error);
+        }
+        other => other,
+    };
     let generation = obj.meta().generation;
     let key = obj.uid().unwrap_or_else(|| obj.name_any());
     let previous = reasons::<K>(&mut old.clone());
@@ -881,6 +894,9 @@ async fn cleanup<K: External, O: Ops<K>>(
     }
     let rc = Reconciling::new(ctx, obj, namespace);
     let result = delete_external(&rc, ops).await;
+    if let Err(error @ Error::CreateInProgress { .. }) = result {
+        return Err(error);
+    }
     match result {
         Ok(()) => {
             let finalizers: Vec<String> = obj

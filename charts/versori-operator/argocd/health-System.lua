@@ -8,6 +8,10 @@ local kind = "System"
 -- and the Kubernetes API answering again (the operator retries with backoff). Any reason not listed
 -- in `suspended` or `degraded` is treated the same way.
 local waiting = {
+  Creating = true,
+  Deleting = true,
+  Unavailable = true,
+  CreateInProgress = true,
   WaitingForSystem = true,
   WaitingForProjectSystem = true,
   VersoriAPIError = true,
@@ -55,10 +59,14 @@ local function assess(obj)
   local metadata = obj.metadata or {}
   local status = obj.status
   local ready = nil
+  local synced = nil
   if type(status) == "table" and type(status.conditions) == "table" then
     for _, condition in ipairs(status.conditions) do
       if type(condition) == "table" and condition.type == "Ready" then
         ready = condition
+      end
+      if type(condition) == "table" and condition.type == "Synced" then
+        synced = condition
       end
     end
   end
@@ -90,6 +98,18 @@ local function assess(obj)
   end
 
   if ready.status == "True" then
+    -- Versori matched the spec when last seen; a failed last reconcile (Synced=False, such as a
+    -- resync read that failed in passing) is said, not counted against health.
+    if type(synced) == "table" and synced.status == "False" then
+      local why = synced.message
+      if type(why) ~= "string" or why == "" then
+        why = synced.reason
+      end
+      if type(why) ~= "string" then
+        why = ""
+      end
+      return verdict("Healthy", message .. " (the last reconcile failed and is retried: " .. why .. ")")
+    end
     return verdict("Healthy", message)
   end
   if metadata.deletionTimestamp ~= nil then
