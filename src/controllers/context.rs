@@ -33,6 +33,9 @@ pub struct Context {
     /// Who this process is in create attempts (the pod name, and this process).
     pub attempter: Attempter,
     backoffs: Mutex<HashMap<String, ExponentialBackoff>>,
+    /// The resourceVersion of the operator's last write to each object (by UID), until the
+    /// cache shows it.
+    written: Mutex<HashMap<String, u64>>,
     slots: HashMap<&'static str, Semaphore>,
 }
 
@@ -65,6 +68,7 @@ impl Context {
             resync_interval,
             oauth2,
             backoffs: Mutex::new(HashMap::new()),
+            written: Mutex::new(HashMap::new()),
             slots: ["System", "ProjectSystem", "Connection"]
                 .into_iter()
                 .map(|kind| (kind, Semaphore::new(usize::from(concurrency.max(1)))))
@@ -111,9 +115,115 @@ impl Context {
         backoffs.remove(key);
     }
 
+    /// Remembers the version of an object this operator just wrote.
+    pub fn wrote<K: kube::Resource>(&self, written: &K) {
+        let (Some(uid), Some(version)) = (written.meta().uid.clone(), resource_version(written))
+        else {
+            return;
+        };
+        let mut map = match self.written.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let entry = map.entry(uid).or_insert(version);
+        *entry = (*entry).max(version);
+    }
+
+    /// Forgets an object that is gone.
+    pub fn forget_written(&self, uid: &str) {
+        let mut map = match self.written.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        map.remove(uid);
+    }
+
+    /// Whether `cached` is older than this operator's last write to it. Versions are compared
+    /// as etcd revisions; one that is not a number is taken as current.
+    pub fn behind_own_write<K: kube::Resource>(&self, cached: &K) -> bool {
+        let Some(uid) = cached.meta().uid.as_deref() else {
+            return false;
+        };
+        let mut map = match self.written.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let Some(&written) = map.get(uid) else {
+            return false;
+        };
+        match resource_version(cached) {
+            Some(version) if version < written => true,
+            _ => {
+                map.remove(uid);
+                false
+            }
+        }
+    }
+
     /// The resync delay with ±10 % jitter, so that many objects do not resync in the same second.
     pub fn resync_delay(&self) -> Duration {
         let jitter = rand::random_range(0.9..1.1);
         self.resync_interval.mul_f64(jitter)
+    }
+}
+
+fn resource_version<K: kube::Resource>(object: &K) -> Option<u64> {
+    object.meta().resource_version.as_deref()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::api::ObjectMeta;
+
+    use super::*;
+
+    fn object(uid: &str, version: &str) -> ConfigMap {
+        ConfigMap {
+            metadata: ObjectMeta {
+                uid: Some(uid.into()),
+                resource_version: Some(version.into()),
+                ..ObjectMeta::default()
+            },
+            ..ConfigMap::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_cache_behind_the_operators_own_write_is_recognised() {
+        let config = kube::Config::new("http://127.0.0.1:9".parse().expect("a URI"));
+        let client = kube::Client::try_from(config).expect("a client");
+        let versori = VersoriClient::new(crate::versori::ClientConfig::new(
+            "http://127.0.0.1:9/".parse().expect("a URL"),
+            "org",
+            crate::versori::SecretValue::from("t".to_owned()),
+        ))
+        .expect("a client");
+        let ctx = Context::new(
+            client,
+            versori,
+            Arc::new(Metrics::new()),
+            Duration::from_secs(60),
+            1,
+            None,
+        );
+        assert!(
+            !ctx.behind_own_write(&object("a", "5")),
+            "nothing written yet"
+        );
+        ctx.wrote(&object("a", "10"));
+        ctx.wrote(&object("a", "8"));
+        assert!(ctx.behind_own_write(&object("a", "9")));
+        assert!(!ctx.behind_own_write(&object("b", "1")), "another object");
+        assert!(!ctx.behind_own_write(&object("a", "10")), "caught up");
+        assert!(
+            !ctx.behind_own_write(&object("a", "9")),
+            "forgotten once caught up"
+        );
+        ctx.wrote(&object("a", "12"));
+        assert!(!ctx.behind_own_write(&object("a", "not-a-number")));
+        ctx.wrote(&object("c", "3"));
+        ctx.forget_written("c");
+        assert!(!ctx.behind_own_write(&object("c", "1")));
     }
 }

@@ -48,6 +48,10 @@ pub const FINALIZER: &str = "versori.com/finalizer";
 /// watch to bring the winner's version, too short to be a backoff.
 pub const CONFLICT_REQUEUE: Duration = Duration::from_millis(200);
 
+/// How soon a reconcile handed an object older than the operator's own last write to it runs
+/// again (the watch brings the newer version within milliseconds).
+pub const CACHE_CATCH_UP: Duration = Duration::from_millis(100);
+
 /// How often a resource whose create another instance is making is looked at again.
 pub const IN_PROGRESS_POLL: Duration = Duration::from_secs(2);
 
@@ -365,6 +369,7 @@ impl<K: Managed> Ops<K> for KubeOps<'_, K> {
             )
             .await
             .map_err(Error::kube("writing the create record or finalizer"))
+            .inspect(|written| self.ctx.wrote(written))
     }
 
     async fn write_status(&self, obj: &K, status: &K::Status) -> Result<(), Error> {
@@ -373,7 +378,8 @@ impl<K: Managed> Ops<K> for KubeOps<'_, K> {
             "kind": K::kind(&()),
             "status": status,
         });
-        self.api
+        let written = self
+            .api
             .patch_status(
                 &obj.name_any(),
                 &PatchParams::apply(MANAGER).force(),
@@ -381,6 +387,7 @@ impl<K: Managed> Ops<K> for KubeOps<'_, K> {
             )
             .await
             .map_err(Error::kube("writing status"))?;
+        self.ctx.wrote(&written);
         Ok(())
     }
 
@@ -464,6 +471,12 @@ pub async fn reconcile<K: External>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Ac
 
 async fn reconcile_in_slot<K: External>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Action, Error> {
     let namespace = obj.namespace().ok_or(Error::NoNamespace)?;
+    // A cache that does not show this operator's own last write yet would report its own
+    // object as someone else's, resend what was just sent, or write an old status back: wait
+    // for the watch to catch up (it takes milliseconds) instead of acting on it.
+    if ctx.behind_own_write(obj.as_ref()) {
+        return Ok(Action::requeue(CACHE_CATCH_UP));
+    }
     let ops = KubeOps::<K>::new(&ctx, &namespace);
     let timer = ctx.metrics.reconcile_started(K::KIND);
     let span = tracing::info_span!("reconcile", kind = K::KIND, namespace = %namespace, object = %obj.name_any());
@@ -634,26 +647,33 @@ async fn sync<K: External, O: Ops<K>>(
                 )
                 .await?;
             }
-            if obj.up_to_date(&desired, &observed, status) {
-                observed
-            } else {
-                let (observed, what) = obj.update(rc, &desired, observed, status).await?;
-                ops.event(
-                    obj,
-                    EventType::Normal,
-                    "Updated",
-                    "Update",
-                    format!(
-                        "updated Versori {} {}: {what}",
-                        K::WHAT,
-                        K::id_of(&observed)
-                    ),
-                )
-                .await;
-                observed
-            }
+            observed
         }
-        Observation::Absent { after_gone } => create(rc, ops, &desired, status, after_gone).await?,
+        Observation::Absent { after_gone } => {
+            let created = create(rc, ops, &desired, status, after_gone).await?;
+            // What the create sent is now what status remembers (the secrets' hash, say), so
+            // the check below sees only what a create cannot set (a template's auth scheme).
+            obj.record(&desired, &created, status);
+            created
+        }
+    };
+    let observed = if obj.up_to_date(&desired, &observed, status) {
+        observed
+    } else {
+        let (observed, what) = obj.update(rc, &desired, observed, status).await?;
+        ops.event(
+            obj,
+            EventType::Normal,
+            "Updated",
+            "Update",
+            format!(
+                "updated Versori {} {}: {what}",
+                K::WHAT,
+                K::id_of(&observed)
+            ),
+        )
+        .await;
+        observed
     };
     Ok(obj.record(&desired, &observed, status))
 }
@@ -912,6 +932,7 @@ async fn cleanup<K: External, O: Ops<K>>(
             )
             .await?;
             ctx.reset_backoff(&key);
+            ctx.forget_written(&key);
             Ok(Action::await_change())
         }
         Err(error) => {
@@ -1030,9 +1051,12 @@ where
         &rc.ctx.attempter,
         serde_json::to_value(locator).unwrap_or_default(),
     );
+    // No resourceVersion precondition: the caller has just written status (spending the
+    // person's single-use state, which is what keeps a replay out), so the version it read is
+    // already old. The UID still pins the write to this very resource.
     ops.patch_metadata(
         obj,
-        obj.resource_version().as_deref(),
+        None,
         serde_json::json!({
             "finalizers": finalizers_with(obj),
             "annotations": { CREATE_PENDING: pending.to_annotation(), CREATED: serde_json::Value::Null },

@@ -192,10 +192,16 @@ impl External for Widget {
                 return Err(api_error(Fault::Status(409)));
             }
             v.next += 1;
+            // Like a template's auth scheme: a value the create cannot set.
+            let value = if desired.1 == "set-later" {
+                "default".to_owned()
+            } else {
+                desired.1.clone()
+            };
             let thing = Thing {
                 id: format!("ID{}", v.next),
                 name: desired.0.clone(),
-                value: desired.1.clone(),
+                value,
             };
             v.things.insert(thing.id.clone(), thing.clone());
             match v.create_fault {
@@ -557,6 +563,31 @@ fn cases() -> Vec<Case> {
                 synced: Some(Reason::ReconcileSuccess),
                 id: Some("ID1"),
                 things: &[("ID1", "thing", "v1")],
+                created: Some("uid-1/ID1"),
+                ..Expect::default()
+            },
+        },
+        Case {
+            name: "created, and what a create cannot set is updated at once",
+            given: {
+                let mut w = widget();
+                w.spec.value = "set-later".into();
+                w
+            },
+            stored: None,
+            things: vec![],
+            faults: (None, None, None),
+            expect: Expect {
+                calls: &["create thing", "update ID1"],
+                writes: &[
+                    "metadata annotations+finalizers",
+                    "metadata annotations",
+                    "status",
+                ],
+                events: &["Created", "Updated"],
+                ready: Some(("True", Reason::Available)),
+                id: Some("ID1"),
+                things: &[("ID1", "thing", "set-later")],
                 created: Some("uid-1/ID1"),
                 ..Expect::default()
             },
