@@ -57,6 +57,12 @@ pub struct RunArgs {
     )]
     pub watch_namespaces: Vec<String>,
 
+    /// Only System, ProjectSystem and Connection resources matching this label selector are
+    /// watched, so that several operators can split one cluster's resources (shards)
+    /// [default: all].
+    #[arg(long, env = "WATCH_LABEL_SELECTOR", value_name = "SELECTOR")]
+    pub watch_label_selector: Option<String>,
+
     /// Reconciles running at once, per kind.
     #[arg(
         long,
@@ -225,6 +231,7 @@ pub struct OperatorConfig {
     pub token: SecretValue,
     /// Empty: all namespaces.
     pub watch_namespaces: Vec<String>,
+    pub watch_label_selector: Option<String>,
     pub concurrency: u16,
     pub versori_max_in_flight: usize,
     pub resync_interval: Duration,
@@ -242,6 +249,7 @@ impl fmt::Debug for OperatorConfig {
             .field("organisation", &self.organisation)
             .field("token", &SecretValue::REDACTED)
             .field("watch_namespaces", &self.watch_namespaces)
+            .field("watch_label_selector", &self.watch_label_selector)
             .field("concurrency", &self.concurrency)
             .field("versori_max_in_flight", &self.versori_max_in_flight)
             .field("resync_interval", &self.resync_interval)
@@ -361,6 +369,12 @@ impl RunArgs {
             organisation,
             token,
             watch_namespaces,
+            watch_label_selector: self
+                .watch_label_selector
+                .as_deref()
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned),
             concurrency: self.concurrency,
             versori_max_in_flight: self.versori_max_in_flight,
             resync_interval,
@@ -554,6 +568,7 @@ mod tests {
             token: Some(SecretValue::new(CANARY)),
             token_file: None,
             watch_namespaces: Vec::new(),
+            watch_label_selector: None,
             concurrency: 8,
             versori_max_in_flight: 16,
             resync_interval: DEFAULT_RESYNC_INTERVAL.to_owned(),

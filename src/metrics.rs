@@ -8,7 +8,6 @@
 //! | `versori_operator_reconcile_errors_total` | counter | `kind`, `reason` |
 //! | `versori_operator_reconcile_duration_seconds` | histogram | `kind` |
 //! | `versori_operator_reconciles_in_flight` | gauge | `kind` |
-//! | `versori_operator_queue_depth` | gauge | `kind` |
 //! | `versori_api_requests_total` | counter | `operation`, `method`, `status` (HTTP code, or `error` when no answer arrived) |
 //! | `versori_api_request_duration_seconds` | histogram | `operation` |
 //!
@@ -73,7 +72,6 @@ pub struct Metrics {
     reconcile_errors: Family<ErrorLabels, Counter>,
     reconcile_duration: HistogramFamily<KindLabels>,
     reconciles_in_flight: Family<KindLabels, Gauge>,
-    queue_depth: Family<KindLabels, Gauge>,
     api_requests: Family<ApiCallLabels, Counter>,
     api_request_duration: HistogramFamily<OperationLabels>,
 }
@@ -121,12 +119,6 @@ impl Metrics {
             "Reconciliations running now, by kind",
             reconciles_in_flight.clone(),
         );
-        let queue_depth = Family::<KindLabels, Gauge>::default();
-        registry.register(
-            "versori_operator_queue_depth",
-            "Objects waiting for a reconcile slot, by kind",
-            queue_depth.clone(),
-        );
         let api_requests = Family::<ApiCallLabels, Counter>::default();
         registry.register(
             "versori_api_requests",
@@ -148,7 +140,6 @@ impl Metrics {
             reconcile_errors,
             reconcile_duration,
             reconciles_in_flight,
-            queue_depth,
             api_requests,
             api_request_duration,
         }
@@ -161,7 +152,6 @@ impl Metrics {
         let _ = self.reconciliations.get_or_create(&labels);
         let _ = self.reconcile_duration.get_or_create(&labels);
         let _ = self.reconciles_in_flight.get_or_create(&labels);
-        let _ = self.queue_depth.get_or_create(&labels);
     }
 
     /// Counts a reconciliation of `kind` and marks it in flight until the returned timer is
@@ -179,16 +169,6 @@ impl Metrics {
             errors: self.reconcile_errors.clone(),
             done: false,
         }
-    }
-
-    /// An object of `kind` started waiting for a reconcile slot.
-    pub fn queue_wait_started(&self, kind: &'static str) {
-        self.queue_depth.get_or_create(&KindLabels { kind }).inc();
-    }
-
-    /// An object of `kind` stopped waiting for a reconcile slot (it got one, or was dropped).
-    pub fn queue_wait_finished(&self, kind: &'static str) {
-        self.queue_depth.get_or_create(&KindLabels { kind }).dec();
     }
 
     /// Records one Versori API request.
@@ -320,7 +300,6 @@ mod tests {
             "versori_operator_reconcile_errors",
             "versori_operator_reconcile_duration_seconds",
             "versori_operator_reconciles_in_flight",
-            "versori_operator_queue_depth",
             "versori_api_requests",
             "versori_api_request_duration_seconds",
         ] {
@@ -406,23 +385,6 @@ mod tests {
     }
 
     #[test]
-    fn queue_depth_goes_up_and_down() {
-        let metrics = Metrics::new();
-        metrics.queue_wait_started("ProjectSystem");
-        metrics.queue_wait_started("ProjectSystem");
-        metrics.queue_wait_finished("ProjectSystem");
-        let text = metrics.render();
-        assert_eq!(
-            line_value(
-                &text,
-                r#"versori_operator_queue_depth{kind="ProjectSystem"}"#
-            )
-            .as_deref(),
-            Some("1")
-        );
-    }
-
-    #[test]
     fn init_kind_creates_zero_series() {
         let metrics = Metrics::new();
         metrics.init_kind("System");
@@ -433,10 +395,6 @@ mod tests {
                 r#"versori_operator_reconciliations_total{kind="System"}"#
             )
             .as_deref(),
-            Some("0")
-        );
-        assert_eq!(
-            line_value(&text, r#"versori_operator_queue_depth{kind="System"}"#).as_deref(),
             Some("0")
         );
     }

@@ -45,6 +45,10 @@ pub enum RunError {
     #[error("the versori.com CRDs are not installed: kubectl apply --server-side -f crds/")]
     CrdsNotInstalled,
     #[error(
+        "WATCH_LABEL_SELECTOR {selector:?} is not a label selector the API server takes: {message}"
+    )]
+    InvalidLabelSelector { selector: String, message: String },
+    #[error(
         "not allowed to list {resource} {scope}: grant the operator's service account list and watch on it ({message})"
     )]
     Forbidden {
@@ -129,7 +133,11 @@ pub fn shutdown_signal() -> impl Future<Output = ()> + Send + Sync + 'static {
 
 /// Lists one object of `K` in each scope, to tell a missing CRD or missing RBAC apart from the
 /// rest before the controllers start.
-async fn check_listable<K>(client: &Client, namespaces: &[String]) -> Result<(), RunError>
+async fn check_listable<K>(
+    client: &Client,
+    namespaces: &[String],
+    label_selector: Option<&str>,
+) -> Result<(), RunError>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
         + Clone
@@ -147,8 +155,18 @@ where
             Some(ns) => Api::namespaced(client.clone(), ns),
             None => Api::all(client.clone()),
         };
-        match api.list(&ListParams::default().limit(1)).await {
+        let mut params = ListParams::default().limit(1);
+        if let Some(selector) = label_selector {
+            params = params.labels(selector);
+        }
+        match api.list(&params).await {
             Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 400 && label_selector.is_some() => {
+                return Err(RunError::InvalidLabelSelector {
+                    selector: label_selector.unwrap_or_default().to_owned(),
+                    message: status.message.replace(['\n', '\r'], " "),
+                });
+            }
             Err(kube::Error::Api(status)) if status.code == 404 => {
                 return Err(RunError::CrdsNotInstalled);
             }
@@ -174,6 +192,7 @@ pub async fn run(config: OperatorConfig) -> Result<(), RunError> {
         api_url = %config.api_url,
         organisation = %config.organisation,
         watch_namespaces = ?config.watch_namespaces,
+        watch_label_selector = ?config.watch_label_selector,
         concurrency = config.concurrency,
         versori_max_in_flight = config.versori_max_in_flight,
         resync_interval = ?config.resync_interval,
@@ -238,9 +257,24 @@ async fn run_with_endpoint(
     let client = Client::try_default()
         .await
         .map_err(|e| RunError::KubeClient(kube_error_message(&e)))?;
-    check_listable::<System>(&client, &config.watch_namespaces).await?;
-    check_listable::<ProjectSystem>(&client, &config.watch_namespaces).await?;
-    check_listable::<Connection>(&client, &config.watch_namespaces).await?;
+    check_listable::<System>(
+        &client,
+        &config.watch_namespaces,
+        config.watch_label_selector.as_deref(),
+    )
+    .await?;
+    check_listable::<ProjectSystem>(
+        &client,
+        &config.watch_namespaces,
+        config.watch_label_selector.as_deref(),
+    )
+    .await?;
+    check_listable::<Connection>(
+        &client,
+        &config.watch_namespaces,
+        config.watch_label_selector.as_deref(),
+    )
+    .await?;
 
     let versori = VersoriClient::new(
         ClientConfig::new(
@@ -263,6 +297,7 @@ async fn run_with_endpoint(
         concurrency: config.concurrency,
         resync_interval: config.resync_interval,
         versori_max_in_flight: config.versori_max_in_flight,
+        label_selector: config.watch_label_selector.clone(),
         oauth2: oauth2.clone(),
     };
 

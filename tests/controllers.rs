@@ -1062,7 +1062,6 @@ async fn metrics_and_probes_answer_after_a_reconcile() {
         "versori_operator_reconciliations_total{kind=\"Connection\"}",
         "versori_operator_reconcile_duration_seconds_count{kind=\"Connection\"}",
         "versori_operator_reconciles_in_flight{kind=\"Connection\"}",
-        "versori_operator_queue_depth{kind=\"System\"}",
         "versori_api_requests_total{operation=\"create_system\",method=\"POST\",status=\"201\"}",
         "versori_api_requests_total{operation=\"create_connection\",method=\"POST\",status=\"201\"}",
         "versori_api_request_duration_seconds_count{operation=\"list_systems\"}",

@@ -404,3 +404,124 @@ async fn two_operators_without_leader_election_make_no_duplicates() {
         assert!(operator.is_running(), "both operators keep running");
     }
 }
+
+#[tokio::test]
+async fn two_operators_with_disjoint_label_selectors_split_the_objects() {
+    let mut world = World::start("shards").await;
+    world.operators[0].terminate(Duration::from_secs(5));
+    let shard = |name: &str, selector: &str| {
+        let mut options = OperatorOptions::new(&world.namespace);
+        options.identity = format!("shard-{name}");
+        options
+            .env
+            .push(("WATCH_LABEL_SELECTOR".into(), selector.into()));
+        options
+    };
+    world.operators = vec![
+        Operator::start(
+            world.cluster,
+            &world.emulator,
+            &shard("a", "versori.com/shard=a"),
+        ),
+        Operator::start(
+            world.cluster,
+            &world.emulator,
+            &shard("b", "versori.com/shard=b"),
+        ),
+    ];
+    // 100 objects: 20 shards of System, ProjectSystem and three Connections, alternately a and b.
+    let mut manifests = String::new();
+    for i in 0..20 {
+        let s = if i % 2 == 0 { "a" } else { "b" };
+        let labels = format!("labels: {{ versori.com/shard: {s} }}");
+        manifests.push_str(&format!(
+            "---\napiVersion: versori.com/v1alpha1\nkind: System\nmetadata: {{ name: sys{i}, {labels} }}\nspec:\n  domain: sys{i}.example\n  templateBaseUrl: https://sys{i}.example/\n---\napiVersion: versori.com/v1alpha1\nkind: ProjectSystem\nmetadata: {{ name: link{i}, {labels} }}\nspec:\n  projectId: {PROJECT}\n  environment: production\n  systemRef: {{ name: sys{i} }}\n"
+        ));
+        for c in 0..3 {
+            manifests.push_str(&format!(
+                "---\napiVersion: versori.com/v1alpha1\nkind: Connection\nmetadata: {{ name: conn{i}-{c}, {labels} }}\nspec:\n  projectSystemRef: {{ name: link{i} }}\n  credentials: {{ bypass: true }}\n"
+            ));
+        }
+    }
+    // One Connection of shard b names a ProjectSystem of shard a: a condition says so.
+    manifests.push_str(
+        "---\napiVersion: versori.com/v1alpha1\nkind: Connection\nmetadata: { name: across, labels: { versori.com/shard: b } }\nspec:\n  projectSystemRef: { name: link0 }\n  credentials: { bypass: true }\n",
+    );
+    world.apply(&manifests);
+    for i in 0..20 {
+        world
+            .wait_ready("system", &format!("sys{i}"), Duration::from_secs(120))
+            .await;
+        world
+            .wait_ready(
+                "projectsystem",
+                &format!("link{i}"),
+                Duration::from_secs(120),
+            )
+            .await;
+        for c in 0..3 {
+            world
+                .wait_ready(
+                    "connection",
+                    &format!("conn{i}-{c}"),
+                    Duration::from_secs(120),
+                )
+                .await;
+        }
+    }
+    let (_, _, message) = world
+        .wait(
+            "the cross-shard Connection's condition",
+            Duration::from_secs(30),
+            || {
+                world
+                    .condition("connection", "across", "Ready")
+                    .filter(|(_, reason, _)| reason == "DependencyOutsideShard")
+            },
+        )
+        .await;
+    assert!(
+        message.contains("link0") && message.contains("versori.com/shard=b"),
+        "{message}"
+    );
+    // Each object was created by its own shard's operator, and only by it: the Created events
+    // carry the reporting instance (the operator's pod name).
+    let events: Value =
+        serde_json::from_str(&world.kubectl(&["get", "events.events.k8s.io", "-o", "json"]))
+            .expect("events as JSON");
+    let mut created: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for event in events["items"].as_array().into_iter().flatten() {
+        if event["reason"] == "Created" {
+            let name = event["regarding"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            let by = event["reportingInstance"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            created.entry(name).or_default().push(by);
+        }
+    }
+    for i in 0..20 {
+        let own = if i % 2 == 0 { "shard-a" } else { "shard-b" };
+        let mut names = vec![format!("sys{i}"), format!("link{i}")];
+        names.extend((0..3).map(|c| format!("conn{i}-{c}")));
+        for name in names {
+            assert_eq!(
+                created.get(&name).map(Vec::as_slice),
+                Some(&[own.to_owned()][..]),
+                "{name} created once, by {own}"
+            );
+        }
+    }
+    // Each System's create came from its own shard's operator: one Versori object each.
+    let state = world.emulator.state().await;
+    for i in 0..20 {
+        let count = state["systems"]
+            .as_array()
+            .map(|a| a.iter().filter(|o| o["name"] == format!("sys{i}")).count())
+            .unwrap_or(0);
+        assert_eq!(count, 1, "one system sys{i}");
+    }
+}

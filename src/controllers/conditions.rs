@@ -67,6 +67,8 @@ pub enum Reason {
     AlreadyExists,
     /// Several Versori objects carry the name.
     AmbiguousName,
+    /// A dependency exists outside this operator's shard (its label selector).
+    DependencyOutsideShard,
     /// The object named by the spec's ID field does not exist.
     AdoptTargetNotFound,
     /// Versori refuses to remove an object others still use.
@@ -130,6 +132,7 @@ impl Reason {
             | UnsupportedAuthScheme
             | AlreadyExists
             | AmbiguousName
+            | DependencyOutsideShard
             | AdoptTargetNotFound
             | InUse
             | VersoriRejected

@@ -1,20 +1,20 @@
 //! The Connection adapter: a Versori connection with credentials read from Secrets.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Secret;
-use kube::core::PartialObjectMeta;
-use kube::runtime::Controller;
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{Config, Controller};
 use kube::{Api, ResourceExt};
 
-use super::Shutdown;
 use super::conditions::{self, Reason};
 use super::context::Context;
 use super::error::Error;
-use super::reconciler::{self, External, KubeOps, Managed, Reconciling, Scope};
+use super::listings::environment_key;
+use super::reconciler::{self, External, KubeOps, Managed, Reconciling};
 use super::secrets::{SecretReader, hash_secrets};
+use super::watches::{RefIndex, outside_shard};
+use super::{Shutdown, Watches};
 use crate::resources::common::{CommonStatus, DeletionPolicy};
 use crate::resources::{Connection, ConnectionStatus, Credentials, ProjectSystem};
 use crate::versori::SecretValue;
@@ -288,10 +288,10 @@ impl Connection {
         self.spec.name.clone().unwrap_or_else(|| self.name_any())
     }
 
-    /// Whether the Connection references the Secret `name`.
-    fn uses_secret(&self, name: &str) -> bool {
+    /// The Secrets the Connection reads.
+    fn secret_names(&self) -> Vec<String> {
         let Some(c) = &self.spec.credentials else {
-            return false;
+            return Vec::new();
         };
         let refs = [
             c.api_key.as_ref().map(|k| k.secret_key_ref.name.as_str()),
@@ -308,7 +308,7 @@ impl Connection {
                 .and_then(|o| o.client_id_secret_key_ref.as_ref())
                 .map(|r| r.name.as_str()),
         ];
-        refs.into_iter().flatten().any(|n| n == name)
+        refs.into_iter().flatten().map(str::to_owned).collect()
     }
 }
 
@@ -333,16 +333,24 @@ async fn resolve_template(
         reason: Reason::WaitingForProjectSystem,
         message,
     };
-    let ps = api
-        .get_opt(name)
-        .await
-        .map_err(Error::kube("reading the referenced ProjectSystem"))?
-        .ok_or_else(|| {
-            waiting(format!(
-                "ProjectSystem {name:?} does not exist in this namespace yet"
-            ))
-        })?;
-    let status = ps.status.unwrap_or_default();
+    let ps = match rc.ctx.cached_project_system(&rc.namespace, name) {
+        Some(Some(ps)) => Some(ps),
+        Some(None) => {
+            outside_shard::<ProjectSystem>(rc, "ProjectSystem", name).await?;
+            None
+        }
+        None => api
+            .get_opt(name)
+            .await
+            .map_err(Error::kube("reading the referenced ProjectSystem"))?
+            .map(Arc::new),
+    };
+    let ps = ps.ok_or_else(|| {
+        waiting(format!(
+            "ProjectSystem {name:?} does not exist in this namespace yet"
+        ))
+    })?;
+    let status = ps.status.clone().unwrap_or_default();
     let ready = conditions::is_ready(&status.common);
     match (
         ready,
@@ -351,7 +359,7 @@ async fn resolve_template(
         status.environment_id,
     ) {
         (true, Some(template_id), Some(system_id), Some(environment_id)) => Ok(Template {
-            project_id: ps.spec.project_id,
+            project_id: ps.spec.project_id.clone(),
             environment_id,
             template_id,
             system_id,
@@ -365,21 +373,35 @@ async fn resolve_template(
     }
 }
 
-/// The template's auth scheme config, which every credential carries.
+/// The template's auth scheme config, which every credential carries, from the listing the
+/// environment's reconciles share (read anew before the template is taken as missing).
 async fn template_config(
     rc: &Reconciling<'_, Connection>,
     template: &Template,
 ) -> Result<Option<api::AuthSchemeConfig>, Error> {
-    let templates = rc
-        .ctx
-        .versori
-        .list_connection_templates(&template.project_id, &template.environment_id)
-        .await
-        .map_err(Error::versori("reading the connection template"))?;
-    Ok(templates
-        .into_iter()
-        .find(|t| t.connection_template_id == template.template_id)
-        .and_then(|t| t.auth_scheme_configs.into_iter().next()))
+    let key = environment_key(&template.project_id, &template.environment_id);
+    for fresh in [false, true] {
+        if fresh {
+            rc.ctx.templates.invalidate(&key);
+        }
+        let templates = rc
+            .ctx
+            .templates
+            .get(&key, || {
+                rc.ctx
+                    .versori
+                    .list_connection_templates(&template.project_id, &template.environment_id)
+            })
+            .await
+            .map_err(Error::versori("reading the connection template"))?;
+        if let Some(found) = templates
+            .iter()
+            .find(|t| t.connection_template_id == template.template_id)
+        {
+            return Ok(found.auth_scheme_configs.first().cloned());
+        }
+    }
+    Ok(None)
 }
 
 /// Versori's refusal of an externalId (or its absence), in the operator's words.
@@ -842,40 +864,47 @@ pub async fn complete_authorization(
     Ok(created.id)
 }
 
-/// Runs the Connection controller: wakes on Connection changes, on changes to their
-/// ProjectSystems (a template becoming ready or switching auth scheme), and on changes to the
-/// Secrets they reference (rotation).
-pub async fn run(scope: Scope, ctx: Arc<Context>, shutdown: Shutdown) {
-    let (store, stream) = reconciler::primary_watch(scope.api::<Connection>(), "Connection");
-    let controller = Controller::for_stream(stream, store.clone());
-    let by_secret = store.clone();
-    controller
-        .watches_stream(
-            reconciler::related_watch(scope.api::<ProjectSystem>(), "ProjectSystem"),
-            move |ps| {
-                let (namespace, name) = (ps.namespace(), ps.name_any());
-                store
-                    .state()
-                    .into_iter()
-                    .filter(|c| {
-                        c.namespace() == namespace && c.spec.project_system_ref.name == name
-                    })
-                    .map(|c| ObjectRef::from_obj(&*c))
-                    .collect::<Vec<_>>()
-            },
-        )
-        .watches_stream(
-            reconciler::related_watch(scope.api::<PartialObjectMeta<Secret>>(), "Secret"),
-            move |secret| {
-                let (namespace, name) = (secret.namespace(), secret.name_any());
-                by_secret
-                    .state()
-                    .into_iter()
-                    .filter(|c| c.namespace() == namespace && c.uses_secret(&name))
-                    .map(|c| ObjectRef::from_obj(&*c))
-                    .collect::<Vec<_>>()
-            },
-        )
+/// The Connection controller: wakes on Connection changes, on changes to their ProjectSystems
+/// (a template becoming ready or switching auth scheme) and on changes to the Secrets they
+/// reference (rotation), both found through indexes.
+pub fn controller(
+    watches: &Watches,
+    ctx: Arc<Context>,
+    shutdown: Shutdown,
+) -> Result<impl Future<Output = ()> + Send + 'static, Error> {
+    let store = watches.connections.store.clone();
+    let by_template = Arc::new(RefIndex::<Connection>::default());
+    let by_secret = Arc::new(RefIndex::<Connection>::default());
+    let follow_template =
+        by_template.follow(|c: &Connection| vec![c.spec.project_system_ref.name.clone()]);
+    let follow_secrets = by_secret.follow(Connection::secret_names);
+    let trigger = reconciler::own_changes(watches.connections.subscribe()?.inspect(move |c| {
+        follow_template(c);
+        follow_secrets(c);
+    }));
+    let (live, live_too) = (store.clone(), store.clone());
+    let controller = Controller::for_shared_stream(trigger, store)
+        .with_config(Config::default().concurrency(ctx.concurrency))
+        .watches_shared_stream(watches.project_systems.subscribe()?, move |ps| {
+            let key =
+                RefIndex::<Connection>::key(&ps.namespace().unwrap_or_default(), &ps.name_any());
+            by_template
+                .lookup(&key)
+                .into_iter()
+                .filter(|c| live.get(c).is_some())
+                .collect::<Vec<_>>()
+        })
+        .watches_shared_stream(watches.secrets.subscribe()?, move |secret| {
+            let key = RefIndex::<Connection>::key(
+                &secret.namespace().unwrap_or_default(),
+                &secret.name_any(),
+            );
+            by_secret
+                .lookup(&key)
+                .into_iter()
+                .filter(|c| live_too.get(c).is_some())
+                .collect::<Vec<_>>()
+        })
         .graceful_shutdown_on(shutdown)
         .run(
             reconciler::reconcile::<Connection>,
@@ -886,6 +915,6 @@ pub async fn run(scope: Scope, ctx: Arc<Context>, shutdown: Shutdown) {
             if let Err(error) = result {
                 tracing::debug!(%error, "Connection reconcile ended with an error");
             }
-        })
-        .await;
+        });
+    Ok(controller)
 }

@@ -5,13 +5,19 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
+use std::sync::OnceLock;
+
 use kube::runtime::events::{Recorder, Reporter};
-use tokio::sync::{Semaphore, SemaphorePermit};
+use kube::runtime::reflector::{ObjectRef, Store};
 
 use super::OAuth2Settings;
+use super::listings::Listings;
 use super::marker::Attempter;
+use super::watches::Readiness;
 use crate::metrics::Metrics;
+use crate::resources::{ProjectSystem, System};
 use crate::versori::VersoriClient;
+use crate::versori::models::{ConnectionTemplate, Project};
 
 /// The field manager and event reporter name.
 pub const MANAGER: &str = "versori-operator";
@@ -36,7 +42,28 @@ pub struct Context {
     /// The resourceVersion of the operator's last write to each object (by UID), until the
     /// cache shows it.
     written: Mutex<HashMap<String, u64>>,
-    slots: HashMap<&'static str, Semaphore>,
+    /// Reconciles of one kind running at once (kube-runtime's own bound).
+    pub concurrency: u16,
+    /// Each environment's connection templates, shared by its ProjectSystems and Connections
+    /// (by [`listings::environment_key`](super::listings::environment_key)).
+    pub templates: Listings<Vec<ConnectionTemplate>>,
+    /// Projects, for their environments' IDs.
+    pub projects: Listings<Project>,
+    /// The shared caches, once the controllers run (the OAuth 2.0 callback runs without).
+    stores: OnceLock<Stores>,
+}
+
+/// The caches the reconciles read their dependencies from.
+#[derive(Clone)]
+pub struct Stores {
+    /// Systems.
+    pub systems: Store<System>,
+    /// ProjectSystems.
+    pub project_systems: Store<ProjectSystem>,
+    /// Whether every watch has listed once.
+    pub readiness: Readiness,
+    /// The label selector of this operator's shard, if any.
+    pub label_selector: Option<String>,
 }
 
 impl Context {
@@ -69,22 +96,50 @@ impl Context {
             oauth2,
             backoffs: Mutex::new(HashMap::new()),
             written: Mutex::new(HashMap::new()),
-            slots: ["System", "ProjectSystem", "Connection"]
-                .into_iter()
-                .map(|kind| (kind, Semaphore::new(usize::from(concurrency.max(1)))))
-                .collect(),
+            concurrency: concurrency.max(1),
+            // Most of a resync interval: the ProjectSystems of an environment resync spread
+            // over ±10 % of it and share one listing, and the operator's own writes invalidate
+            // it at once; a change made behind its back shows within two intervals.
+            templates: Listings::new(resync_interval.mul_f64(0.8)),
+            projects: Listings::new(resync_interval),
+            stores: OnceLock::new(),
         }
     }
 
-    /// Waits for one of the kind's reconcile slots. kube-runtime's own queue is not observable,
-    /// so the controllers run unbounded there and queue here instead, where the wait shows as
-    /// `versori_operator_queue_depth`. kube-runtime still never runs one object twice at once.
-    pub async fn reconcile_slot(&self, kind: &'static str) -> Option<SemaphorePermit<'_>> {
-        let slots = self.slots.get(kind)?;
-        self.metrics.queue_wait_started(kind);
-        let permit = slots.acquire().await.ok();
-        self.metrics.queue_wait_finished(kind);
-        permit
+    /// Hands the reconciles the shared caches (once).
+    pub fn use_stores(&self, stores: Stores) {
+        let _ = self.stores.set(stores);
+    }
+
+    /// The shared caches, if the controllers run.
+    pub fn stores(&self) -> Option<&Stores> {
+        self.stores.get()
+    }
+
+    /// Whether the caches are complete (or there are none to wait for).
+    pub fn stores_ready(&self) -> bool {
+        self.stores.get().is_none_or(|s| s.readiness.is_ready())
+    }
+
+    /// The System `name` in `namespace` from the cache: `Some(None)` when it is not cached,
+    /// `None` when there is no cache to ask.
+    pub fn cached_system(&self, namespace: &str, name: &str) -> Option<Option<Arc<System>>> {
+        let stores = self.stores.get()?;
+        Some(stores.systems.get(&ObjectRef::new(name).within(namespace)))
+    }
+
+    /// The ProjectSystem `name` in `namespace` from the cache, as [`Context::cached_system`].
+    pub fn cached_project_system(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Option<Option<Arc<ProjectSystem>>> {
+        let stores = self.stores.get()?;
+        Some(
+            stores
+                .project_systems
+                .get(&ObjectRef::new(name).within(namespace)),
+        )
     }
 
     /// The next retry delay for a failing object: exponential from 1 s to 60 s with jitter

@@ -90,6 +90,9 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    /// A watch was subscribed to after it started (a bug in the controllers' wiring).
+    #[error("a shared watch was subscribed to after it started")]
+    WatchNotShared,
     /// The object has no namespace (every kind is namespaced, so this is a bug).
     #[error("the object has no namespace")]
     NoNamespace,
@@ -128,7 +131,9 @@ impl Error {
                 Some(401 | 403) => Reason::VersoriUnauthorized,
                 _ => Reason::VersoriAPIError,
             },
-            Error::Kube { .. } | Error::NoNamespace => Reason::KubernetesAPIError,
+            Error::Kube { .. } | Error::NoNamespace | Error::WatchNotShared => {
+                Reason::KubernetesAPIError
+            }
         }
     }
 

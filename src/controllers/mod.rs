@@ -6,12 +6,14 @@ pub mod conditions;
 pub mod connection;
 pub mod context;
 pub mod error;
+pub mod listings;
 pub mod marker;
 pub mod oauth2_callback;
 pub mod project_system;
 pub mod reconciler;
 pub mod secrets;
 pub mod system;
+pub mod watches;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -20,7 +22,12 @@ use std::time::Duration;
 
 use futures::future::{FutureExt, Shared};
 
-pub use context::Context;
+pub use context::{Context, Stores};
+use k8s_openapi::api::core::v1::Secret;
+use kube::core::PartialObjectMeta;
+use watches::{Readiness, SharedWatch, WatchScope};
+
+use crate::resources::{Connection, ProjectSystem, System};
 pub use error::Error;
 
 use crate::metrics::Metrics;
@@ -37,6 +44,8 @@ pub struct ControllerSettings {
     pub resync_interval: Duration,
     /// The most Versori requests in flight at once (applied to the client by the caller).
     pub versori_max_in_flight: usize,
+    /// Only resources with these labels are watched (sharding several operators by label).
+    pub label_selector: Option<String>,
     /// The in-cluster OAuth 2.0 authorization code flow, when a callback URL is configured.
     pub oauth2: Option<OAuth2Settings>,
 }
@@ -53,7 +62,21 @@ pub struct OAuth2Settings {
 /// A shutdown signal every controller can wait on.
 pub type Shutdown = Shared<Pin<Box<dyn Future<Output = ()> + Send + Sync>>>;
 
+/// Every kind's shared watch.
+pub struct Watches {
+    /// Systems.
+    pub systems: SharedWatch<System>,
+    /// ProjectSystems.
+    pub project_systems: SharedWatch<ProjectSystem>,
+    /// Connections.
+    pub connections: SharedWatch<Connection>,
+    /// Secrets, as metadata only: their values are read when a reconcile needs them.
+    pub secrets: SharedWatch<PartialObjectMeta<Secret>>,
+}
+
 /// Runs the three controllers until `shutdown` resolves, then lets in-flight reconciles finish.
+/// One controller per kind serves every watched namespace; every kind is watched once, and all
+/// read the same caches.
 pub async fn run_controllers(
     client: kube::Client,
     versori: VersoriClient,
@@ -70,27 +93,50 @@ pub async fn run_controllers(
         settings.concurrency,
         settings.oauth2.clone(),
     ));
-    let namespaces: Vec<Option<String>> = if settings.watch_namespaces.is_empty() {
-        vec![None]
-    } else {
-        settings
-            .watch_namespaces
-            .iter()
-            .map(|n| Some(n.clone()))
-            .collect()
+    let scope = WatchScope {
+        namespaces: settings.watch_namespaces.clone(),
+        label_selector: settings.label_selector.clone(),
     };
-    let mut runs = Vec::new();
-    for namespace in namespaces {
-        let scope = reconciler::Scope {
-            client: client.clone(),
-            namespace,
-        };
-        runs.push(system::run(scope.clone(), ctx.clone(), shutdown.clone()).boxed());
-        runs.push(project_system::run(scope.clone(), ctx.clone(), shutdown.clone()).boxed());
-        runs.push(connection::run(scope, ctx.clone(), shutdown.clone()).boxed());
-    }
-    tracing::info!(controllers = runs.len(), "controllers started");
-    futures::future::join_all(runs).await;
+    let readiness = Readiness::default();
+    let watches = Watches {
+        systems: SharedWatch::new(&client, &scope, true, &readiness, "System"),
+        project_systems: SharedWatch::new(&client, &scope, true, &readiness, "ProjectSystem"),
+        connections: SharedWatch::new(&client, &scope, true, &readiness, "Connection"),
+        secrets: SharedWatch::new(&client, &scope, false, &readiness, "Secret"),
+    };
+    ctx.use_stores(Stores {
+        systems: watches.systems.store.clone(),
+        project_systems: watches.project_systems.store.clone(),
+        readiness,
+        label_selector: settings.label_selector.clone(),
+    });
+    // Every subscription exists before the watches start, so none misses the first listing.
+    let controllers = vec![
+        system::controller(&watches, ctx.clone(), shutdown.clone())?.boxed(),
+        project_system::controller(&watches, ctx.clone(), shutdown.clone())?.boxed(),
+        connection::controller(&watches, ctx.clone(), shutdown.clone())?.boxed(),
+    ];
+    let Watches {
+        systems,
+        project_systems,
+        connections,
+        secrets,
+    } = watches;
+    let feeds = futures::stream::select_all([
+        futures::StreamExt::boxed(systems.run()),
+        futures::StreamExt::boxed(project_systems.run()),
+        futures::StreamExt::boxed(connections.run()),
+        futures::StreamExt::boxed(secrets.run()),
+    ]);
+    let feeds = futures::StreamExt::take_until(feeds, shutdown.clone());
+    let feeds = futures::StreamExt::for_each(feeds, |()| std::future::ready(()));
+    tracing::info!(
+        namespaces = ?settings.watch_namespaces,
+        label_selector = ?settings.label_selector,
+        "controllers started"
+    );
+    // Both end on shutdown: the controllers after their in-flight reconciles.
+    futures::future::join(futures::future::join_all(controllers), feeds).await;
     tracing::info!("controllers stopped");
     Ok(())
 }

@@ -1,19 +1,22 @@
 //! The ProjectSystem adapter: a system linked to a project environment (a connection template).
 
+use std::future::Future;
 use std::sync::Arc;
 
 use futures::StreamExt;
-use kube::runtime::Controller;
 use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{Config, Controller};
 use kube::{Api, ResourceExt};
 
-use super::Shutdown;
 use super::conditions::{self, Reason};
 use super::context::Context;
 use super::error::Error;
-use super::reconciler::{self, External, Managed, Reconciling, Scope};
+use super::listings::environment_key;
+use super::reconciler::{self, External, Managed, Reconciling};
+use super::watches::{RefIndex, outside_shard};
+use super::{Shutdown, Watches};
 use crate::resources::common::{CommonStatus, DeletionPolicy};
-use crate::resources::{Connection, ProjectSystem, ProjectSystemStatus, System};
+use crate::resources::{ProjectSystem, ProjectSystemStatus, System};
 use crate::versori::models as api;
 use serde::{Deserialize, Serialize};
 
@@ -117,11 +120,15 @@ impl External for ProjectSystem {
         desired: &DesiredTemplate,
         id: &str,
     ) -> Result<Option<api::ConnectionTemplate>, Error> {
-        // Versori has no GET of one template: it is read from its environment's listing.
-        Ok(list_templates(self, rc, &desired.environment_id)
-            .await?
-            .into_iter()
-            .find(|t| t.connection_template_id == id))
+        // Versori has no GET of one template: it is read from its environment's listing, and
+        // read anew before it is taken as gone.
+        for fresh in [false, true] {
+            let templates = list_templates(self, rc, &desired.environment_id, fresh).await?;
+            if let Some(template) = templates.iter().find(|t| t.connection_template_id == id) {
+                return Ok(Some(template.clone()));
+            }
+        }
+        Ok(None)
     }
 
     async fn find_by_name(
@@ -130,10 +137,11 @@ impl External for ProjectSystem {
         locator: &TemplateLocator,
     ) -> Result<Vec<api::ConnectionTemplate>, Error> {
         // Template names are unique in an environment, so at most one is found.
-        let found: Vec<_> = list_templates(self, rc, &locator.environment_id)
+        let found: Vec<_> = list_templates(self, rc, &locator.environment_id, true)
             .await?
-            .into_iter()
+            .iter()
             .filter(|t| t.name == locator.name)
+            .cloned()
             .collect();
         if let Some(other) = found.iter().find(|t| t.system_id() != locator.system_id) {
             return Err(Error::AlreadyExists {
@@ -155,6 +163,7 @@ impl External for ProjectSystem {
         rc: &Reconciling<'_, Self>,
         desired: &DesiredTemplate,
     ) -> Result<api::ConnectionTemplate, Error> {
+        changed_templates(self, rc, &desired.environment_id);
         rc.ctx
             .versori
             .link_system(
@@ -187,6 +196,7 @@ impl External for ProjectSystem {
         _status: &ProjectSystemStatus,
     ) -> Result<(api::ConnectionTemplate, String), Error> {
         let update = template_update(desired, &observed);
+        changed_templates(self, rc, &desired.environment_id);
         let updated = rc
             .ctx
             .versori
@@ -197,6 +207,7 @@ impl External for ProjectSystem {
             )
             .await
             .map_err(Error::versori("updating the connection template"))?;
+        changed_templates(self, rc, &desired.environment_id);
         Ok((updated, describe(&update)))
     }
 
@@ -229,6 +240,13 @@ impl External for ProjectSystem {
     }
 
     async fn delete(&self, rc: &Reconciling<'_, Self>, id: &str) -> Result<(), Error> {
+        if let Some(environment_id) = self
+            .status
+            .as_ref()
+            .and_then(|s| s.environment_id.as_deref())
+        {
+            changed_templates(self, rc, environment_id);
+        }
         match rc
             .ctx
             .versori
@@ -245,18 +263,40 @@ impl External for ProjectSystem {
     }
 }
 
+/// The environment's templates, from the listing the environment's reconciles share; `fresh`
+/// fetches anew (before concluding that a template is missing).
 async fn list_templates(
     obj: &ProjectSystem,
     rc: &Reconciling<'_, ProjectSystem>,
     environment_id: &str,
-) -> Result<Vec<api::ConnectionTemplate>, Error> {
+    fresh: bool,
+) -> Result<Arc<Vec<api::ConnectionTemplate>>, Error> {
+    let key = environment_key(&obj.spec.project_id, environment_id);
+    if fresh {
+        rc.ctx.templates.invalidate(&key);
+    }
     rc.ctx
-        .versori
-        .list_connection_templates(&obj.spec.project_id, environment_id)
+        .templates
+        .get(&key, || {
+            rc.ctx
+                .versori
+                .list_connection_templates(&obj.spec.project_id, environment_id)
+        })
         .await
         .map_err(Error::versori(
             "listing the environment's connection templates",
         ))
+}
+
+/// Forgets the environment's shared listing after this operator changed it.
+fn changed_templates(
+    obj: &ProjectSystem,
+    rc: &Reconciling<'_, ProjectSystem>,
+    environment_id: &str,
+) {
+    rc.ctx
+        .templates
+        .invalidate(&environment_key(&obj.spec.project_id, environment_id));
 }
 
 /// What differs between the template and the spec.
@@ -305,18 +345,28 @@ async fn resolve_system(
     rc: &Reconciling<'_, ProjectSystem>,
 ) -> Result<(String, Vec<String>), Error> {
     if let Some(reference) = &obj.spec.system_ref {
-        let systems: Api<System> = Api::namespaced(rc.ctx.client.clone(), &rc.namespace);
-        let system = systems
-            .get_opt(&reference.name)
-            .await
-            .map_err(Error::kube("reading the referenced System"))?
-            .ok_or_else(|| Error::Waiting {
-                reason: Reason::WaitingForSystem,
-                message: format!(
-                    "System {:?} does not exist in this namespace yet",
-                    reference.name
-                ),
-            })?;
+        let system = match rc.ctx.cached_system(&rc.namespace, &reference.name) {
+            Some(Some(system)) => Some(system),
+            Some(None) => {
+                outside_shard::<System>(rc, "System", &reference.name).await?;
+                None
+            }
+            None => {
+                let systems: Api<System> = Api::namespaced(rc.ctx.client.clone(), &rc.namespace);
+                systems
+                    .get_opt(&reference.name)
+                    .await
+                    .map_err(Error::kube("reading the referenced System"))?
+                    .map(Arc::new)
+            }
+        };
+        let system = system.ok_or_else(|| Error::Waiting {
+            reason: Reason::WaitingForSystem,
+            message: format!(
+                "System {:?} does not exist in this namespace yet",
+                reference.name
+            ),
+        })?;
         let status = system.status.as_ref();
         let ready = status.is_some_and(|s| conditions::is_ready(&s.common));
         return match status.and_then(|s| s.id.clone()) {
@@ -364,10 +414,13 @@ async fn resolve_environment(
     if let Some(id) = &status.environment_id {
         return Ok(id.clone());
     }
+    // Shared by the project's ProjectSystems: N links to one project read it once.
     let project = rc
         .ctx
-        .versori
-        .get_project(&obj.spec.project_id)
+        .projects
+        .get(&obj.spec.project_id, || {
+            rc.ctx.versori.get_project(&obj.spec.project_id)
+        })
         .await
         .map_err(|e| {
             if e.is_not_found() {
@@ -381,58 +434,64 @@ async fn resolve_environment(
         })?;
     match project.environment_by_name(&obj.spec.environment) {
         Some(environment) => Ok(environment.id.clone()),
-        None => Err(Error::Unsatisfiable {
-            reason: Reason::EnvironmentNotFound,
-            message: format!(
-                "project {} has no environment named {:?} (it has {:?})",
-                obj.spec.project_id,
-                obj.spec.environment,
-                project
-                    .environments
-                    .iter()
-                    .map(|e| e.name.as_str())
-                    .collect::<Vec<_>>()
-            ),
+        None => Err({
+            // The environment may be made next: read the project anew then.
+            rc.ctx.projects.invalidate(&obj.spec.project_id);
+            Error::Unsatisfiable {
+                reason: Reason::EnvironmentNotFound,
+                message: format!(
+                    "project {} has no environment named {:?} (it has {:?})",
+                    obj.spec.project_id,
+                    obj.spec.environment,
+                    project
+                        .environments
+                        .iter()
+                        .map(|e| e.name.as_str())
+                        .collect::<Vec<_>>()
+                ),
+            }
         }),
     }
 }
 
-/// Runs the ProjectSystem controller: wakes on ProjectSystem changes, on changes to the Systems
-/// they link (a System becoming ready), and on Connection changes (a template waiting to be
-/// removed retries when its Connections go).
-pub async fn run(scope: Scope, ctx: Arc<Context>, shutdown: Shutdown) {
-    let (store, stream) = reconciler::primary_watch(scope.api::<ProjectSystem>(), "ProjectSystem");
-    let controller = Controller::for_stream(stream, store.clone());
+/// The ProjectSystem controller: wakes on ProjectSystem changes, on changes to the Systems
+/// they link (a System becoming ready; found through an index), and on Connection changes (a
+/// template waiting to be removed retries when its Connections go).
+pub fn controller(
+    watches: &Watches,
+    ctx: Arc<Context>,
+    shutdown: Shutdown,
+) -> Result<impl Future<Output = ()> + Send + 'static, Error> {
+    let store = watches.project_systems.store.clone();
+    let by_system = Arc::new(RefIndex::<ProjectSystem>::default());
+    let follow = by_system
+        .follow(|ps: &ProjectSystem| ps.spec.system_ref.iter().map(|r| r.name.clone()).collect());
+    let trigger = reconciler::own_changes(watches.project_systems.subscribe()?.inspect(follow));
+    let live = store.clone();
     let deleting = store.clone();
-    controller
-        .watches_stream(
-            reconciler::related_watch(scope.api::<System>(), "System"),
-            move |system| {
-                let (namespace, name) = (system.namespace(), system.name_any());
-                store
-                    .state()
-                    .into_iter()
-                    .filter(|ps| {
-                        ps.namespace() == namespace
-                            && ps.spec.system_ref.as_ref().is_some_and(|r| r.name == name)
-                    })
-                    .map(|ps| ObjectRef::from_obj(&*ps))
-                    .collect::<Vec<_>>()
-            },
-        )
-        .watches_stream(
-            reconciler::related_watch(scope.api::<Connection>(), "Connection"),
-            move |connection| {
-                // Only a ProjectSystem waiting for its Connections to go cares.
-                let namespace = connection.namespace().unwrap_or_default();
-                let key = ObjectRef::<ProjectSystem>::new(&connection.spec.project_system_ref.name)
-                    .within(&namespace);
-                deleting
-                    .get(&key)
-                    .filter(|ps| ps.metadata.deletion_timestamp.is_some())
-                    .map(|_| key)
-            },
-        )
+    let controller = Controller::for_shared_stream(trigger, store)
+        .with_config(Config::default().concurrency(ctx.concurrency))
+        .watches_shared_stream(watches.systems.subscribe()?, move |system| {
+            let key = RefIndex::<ProjectSystem>::key(
+                &system.namespace().unwrap_or_default(),
+                &system.name_any(),
+            );
+            by_system
+                .lookup(&key)
+                .into_iter()
+                .filter(|ps| live.get(ps).is_some())
+                .collect::<Vec<_>>()
+        })
+        .watches_shared_stream(watches.connections.subscribe()?, move |connection| {
+            // Only a ProjectSystem waiting for its Connections to go cares.
+            let namespace = connection.namespace().unwrap_or_default();
+            let key = ObjectRef::<ProjectSystem>::new(&connection.spec.project_system_ref.name)
+                .within(&namespace);
+            deleting
+                .get(&key)
+                .filter(|ps| ps.metadata.deletion_timestamp.is_some())
+                .map(|_| key)
+        })
         .graceful_shutdown_on(shutdown)
         .run(
             reconciler::reconcile::<ProjectSystem>,
@@ -443,6 +502,6 @@ pub async fn run(scope: Scope, ctx: Arc<Context>, shutdown: Shutdown) {
             if let Err(error) = result {
                 tracing::debug!(%error, "ProjectSystem reconcile ended with an error");
             }
-        })
-        .await;
+        });
+    Ok(controller)
 }

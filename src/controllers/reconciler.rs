@@ -17,6 +17,7 @@
 //! up to date or not, create, update, delete, and what to record in status. The kube side sits
 //! behind [`Ops`], so the tests beside this file run every branch with fakes of both.
 
+use std::collections::HashMap;
 use std::fmt::Debug;
 use std::future::Future;
 use std::hash::{Hash, Hasher};
@@ -28,8 +29,7 @@ use k8s_openapi::NamespaceResourceScope;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event as KubeEvent, EventType};
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -51,6 +51,9 @@ pub const CONFLICT_REQUEUE: Duration = Duration::from_millis(200);
 /// How soon a reconcile handed an object older than the operator's own last write to it runs
 /// again (the watch brings the newer version within milliseconds).
 pub const CACHE_CATCH_UP: Duration = Duration::from_millis(100);
+
+/// How soon a reconcile that found the caches still listing runs again.
+pub const STORES_NOT_READY: Duration = Duration::from_millis(250);
 
 /// How often a resource whose create another instance is making is looked at again.
 pub const IN_PROGRESS_POLL: Duration = Duration::from_secs(2);
@@ -78,29 +81,6 @@ impl Scope {
     }
 }
 
-fn watch_config() -> watcher::Config {
-    watcher::Config::default().any_semantic()
-}
-
-/// Drops a watch error after logging it. kube-runtime backs off all of a controller's triggers
-/// together on any error that reaches it, so after an apiserver restart (every watch answers
-/// 410 Expired once) the shared backoff would stack to tens of seconds of blindness. Each watch
-/// below restarts on its own backoff instead.
-fn log_and_drop<K>(
-    watch: &'static str,
-) -> impl FnMut(Result<K, watcher::Error>) -> std::future::Ready<Option<Result<K, watcher::Error>>>
-{
-    move |event| {
-        std::future::ready(match event {
-            Ok(object) => Some(Ok(object)),
-            Err(error) => {
-                tracing::warn!(watch, %error, "watch failed; it restarts on its own backoff");
-                None
-            }
-        })
-    }
-}
-
 /// What of a resource, when it changes, calls for a reconcile: the spec (its generation), the
 /// deletion, and annotations other than the operator's own. Status writes, the create marker
 /// and the finalizer are the operator's own writes: waking on them would cut short the backoff
@@ -119,44 +99,20 @@ pub fn wakes_reconcile<K: Resource>(object: &K) -> Option<u64> {
     Some(hasher.finish())
 }
 
-/// A controller's own watch, with its cache: `Controller::for_stream(stream, store)`. The cache
-/// sees every change; the stream passes on only those that [wake a reconcile](wakes_reconcile).
-pub fn primary_watch<K>(
-    api: Api<K>,
-    watch: &'static str,
-) -> (
-    Store<K>,
-    impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
-)
+/// A controller's trigger from its kind's shared watch: only the changes that [wake a
+/// reconcile](wakes_reconcile) pass (kube's `predicate_filter`, for a shared stream of `Arc`s).
+pub fn own_changes<K>(
+    objects: impl Stream<Item = Arc<K>> + Send + 'static,
+) -> impl Stream<Item = Arc<K>> + Send + 'static
 where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K: Resource<DynamicType = ()> + Send + Sync + 'static,
 {
-    let (reader, writer) = reflector::store();
-    let stream = watcher(api, watch_config())
-        .default_backoff()
-        // managedFields are most of a cached object and the operator never reads them.
-        .modify(|object: &mut K| object.meta_mut().managed_fields = None)
-        .reflect(writer)
-        .applied_objects()
-        .filter_map(log_and_drop(watch))
-        // kube's `predicates::generation` and `predicates::annotations` combined would wake on
-        // the operator's own annotations too.
-        .predicate_filter(wakes_reconcile::<K>, Default::default());
-    (reader, stream)
-}
-
-/// A watch of related objects (created, changed or deleted): `watches_stream(stream, mapper)`.
-pub fn related_watch<K>(
-    api: Api<K>,
-    watch: &'static str,
-) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static
-where
-    K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
-{
-    watcher(api, watch_config())
-        .default_backoff()
-        .touched_objects()
-        .filter_map(log_and_drop(watch))
+    let mut seen: HashMap<ObjectRef<K>, u64> = HashMap::new();
+    objects.filter(move |object| {
+        let key = ObjectRef::from_obj(object.as_ref());
+        let wake = wakes_reconcile(object.as_ref());
+        std::future::ready(wake.is_none() || seen.insert(key, wake.unwrap_or_default()) != wake)
+    })
 }
 
 /// A kind the loop manages: its status shape.
@@ -462,15 +418,20 @@ fn finalizers_with<K: Resource>(obj: &K) -> Vec<String> {
 }
 
 /// The reconcile function handed to `Controller::run`.
+/// kube-runtime calls it only once the object holds one of the controller's `concurrency`
+/// slots, with the object as the cache has it then; queued objects cost a key each.
 pub async fn reconcile<K: External>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let _slot = ctx.reconcile_slot(K::KIND).await;
-    // The reconcile's own (large) future exists only once it holds a slot: every object waiting
-    // for one costs a few words, not the whole state machine.
-    Box::pin(reconcile_in_slot(obj, Arc::clone(&ctx))).await
+    // The state machine is large: on the heap, not in the controller's stream of futures.
+    Box::pin(reconcile_boxed(obj, Arc::clone(&ctx))).await
 }
 
-async fn reconcile_in_slot<K: External>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Action, Error> {
+async fn reconcile_boxed<K: External>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Action, Error> {
     let namespace = obj.namespace().ok_or(Error::NoNamespace)?;
+    // Until every watch has listed once, a dependency missing from the caches may only not be
+    // listed yet: deciding now would flap a Ready resource after every restart.
+    if !ctx.stores_ready() {
+        return Ok(Action::requeue(STORES_NOT_READY));
+    }
     // A cache that does not show this operator's own last write yet would report its own
     // object as someone else's, resend what was just sent, or write an old status back: wait
     // for the watch to catch up (it takes milliseconds) instead of acting on it.

@@ -2,24 +2,25 @@
 
 use std::sync::Arc;
 
-use futures::StreamExt;
-use k8s_openapi::api::core::v1::Secret;
-use kube::ResourceExt;
-use kube::core::PartialObjectMeta;
-use kube::runtime::Controller;
-use kube::runtime::reflector::ObjectRef;
+use std::future::Future;
 
-use super::Shutdown;
+use futures::StreamExt;
+use kube::ResourceExt;
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{Config, Controller};
+
 use super::context::Context;
 use super::error::Error;
-use super::reconciler::{self, External, Managed, Reconciling, Scope};
+use super::reconciler::{self, External, Managed, Reconciling};
 use super::secrets::hash_secrets;
+use super::watches::RefIndex;
+use super::{Shutdown, Watches};
 use crate::resources::common::{CommonStatus, DeletionPolicy};
 use crate::resources::system::{
     AuthScheme, AuthSchemeType, DigestInput, HmacAlgorithm, HmacEncoding, OAuth2GrantType,
     ParameterLocation,
 };
-use crate::resources::{ProjectSystem, System, SystemStatus};
+use crate::resources::{System, SystemStatus};
 use crate::versori::models::{self as api};
 use serde::{Deserialize, Serialize};
 
@@ -271,14 +272,14 @@ impl System {
         self.spec.name.clone().unwrap_or_else(|| self.name_any())
     }
 
-    /// Whether the System references the Secret `name`.
-    fn uses_secret(&self, name: &str) -> bool {
-        self.spec.auth_schemes.iter().any(|s| {
-            s.oauth2
-                .as_ref()
-                .and_then(|o| o.grant.client_secret_ref.as_ref())
-                .is_some_and(|r| r.name == name)
-        })
+    /// The Secrets the System reads.
+    fn secret_names(&self) -> Vec<String> {
+        self.spec
+            .auth_schemes
+            .iter()
+            .filter_map(|s| s.oauth2.as_ref()?.grant.client_secret_ref.as_ref())
+            .map(|r| r.name.clone())
+            .collect()
     }
 }
 
@@ -465,43 +466,46 @@ fn to_api(
     }
 }
 
-/// Runs the System controller: wakes on System changes, on changes to the Secrets they
-/// reference, and on ProjectSystem changes (a System waiting to be deleted retries when the
-/// ProjectSystems using it go).
-pub async fn run(scope: Scope, ctx: Arc<Context>, shutdown: Shutdown) {
-    let (store, stream) = reconciler::primary_watch(scope.api::<System>(), "System");
-    let controller = Controller::for_stream(stream, store.clone());
-    let by_secret = store.clone();
+/// The System controller: wakes on System changes, on changes to the Secrets they reference
+/// (found through an index), and on ProjectSystem changes (a System waiting to be deleted
+/// retries when the ProjectSystems using it go).
+pub fn controller(
+    watches: &Watches,
+    ctx: Arc<Context>,
+    shutdown: Shutdown,
+) -> Result<impl Future<Output = ()> + Send + 'static, Error> {
+    let store = watches.systems.store.clone();
+    let by_secret = Arc::new(RefIndex::<System>::default());
+    let follow = by_secret.follow(System::secret_names);
+    let trigger = reconciler::own_changes(watches.systems.subscribe()?.inspect(follow));
+    let live = store.clone();
     let deleting = store.clone();
-    controller
-        .watches_stream(
-            reconciler::related_watch(scope.api::<PartialObjectMeta<Secret>>(), "Secret"),
-            move |secret| {
-                let (namespace, name) = (secret.namespace(), secret.name_any());
-                by_secret
-                    .state()
-                    .into_iter()
-                    .filter(|s| s.namespace() == namespace && s.uses_secret(&name))
-                    .map(|s| ObjectRef::from_obj(&*s))
-                    .collect::<Vec<_>>()
-            },
-        )
-        .watches_stream(
-            reconciler::related_watch(scope.api::<ProjectSystem>(), "ProjectSystem"),
-            move |ps| {
-                // Only a System waiting for its ProjectSystems to go cares.
-                let namespace = ps.namespace().unwrap_or_default();
-                ps.spec
-                    .system_ref
-                    .as_ref()
-                    .map(|r| ObjectRef::<System>::new(&r.name).within(&namespace))
-                    .filter(|key| {
-                        deleting
-                            .get(key)
-                            .is_some_and(|s| s.metadata.deletion_timestamp.is_some())
-                    })
-            },
-        )
+    let controller = Controller::for_shared_stream(trigger, store)
+        .with_config(Config::default().concurrency(ctx.concurrency))
+        .watches_shared_stream(watches.secrets.subscribe()?, move |secret| {
+            let key = RefIndex::<System>::key(
+                &secret.namespace().unwrap_or_default(),
+                &secret.name_any(),
+            );
+            by_secret
+                .lookup(&key)
+                .into_iter()
+                .filter(|s| live.get(s).is_some())
+                .collect::<Vec<_>>()
+        })
+        .watches_shared_stream(watches.project_systems.subscribe()?, move |ps| {
+            // Only a System waiting for its ProjectSystems to go cares.
+            let namespace = ps.namespace().unwrap_or_default();
+            ps.spec
+                .system_ref
+                .as_ref()
+                .map(|r| ObjectRef::<System>::new(&r.name).within(&namespace))
+                .filter(|key| {
+                    deleting
+                        .get(key)
+                        .is_some_and(|s| s.metadata.deletion_timestamp.is_some())
+                })
+        })
         .graceful_shutdown_on(shutdown)
         .run(
             reconciler::reconcile::<System>,
@@ -512,6 +516,6 @@ pub async fn run(scope: Scope, ctx: Arc<Context>, shutdown: Shutdown) {
             if let Err(error) = result {
                 tracing::debug!(%error, "System reconcile ended with an error");
             }
-        })
-        .await;
+        });
+    Ok(controller)
 }

@@ -37,6 +37,7 @@ local degraded = {
   UnsupportedAuthScheme = true,
   AlreadyExists = true,
   AmbiguousName = true,
+  DependencyOutsideShard = true,
   AdoptTargetNotFound = true,
   VersoriRejected = true,
   VersoriUnauthorized = true,
