@@ -447,39 +447,19 @@ fn parse_api_url(value: &str) -> Result<Url, ConfigError> {
     Ok(url)
 }
 
-/// `300` (seconds), or number-unit pairs with units `ms`, `s`, `m`, `h`, `d`: `500ms`, `30s`,
-/// `5m`, `1h30m`. `None` when malformed or overflowing.
+/// `300` (bare seconds), or a duration in jiff's friendly format (`500ms`, `30s`, `5m`, `1h30m`,
+/// `1d`, `2 hours`) or ISO 8601 (`PT5M`); a day counts 24 hours. `None` when malformed, negative
+/// or overflowing.
 pub fn parse_duration(value: &str) -> Option<Duration> {
     let value = value.trim();
-    if value.is_empty() {
-        return None;
-    }
-    if value.bytes().all(|b| b.is_ascii_digit()) {
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
         return value.parse::<u64>().ok().map(Duration::from_secs);
     }
-    let mut total = Duration::ZERO;
-    let mut rest = value;
-    while !rest.is_empty() {
-        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 {
-            return None;
-        }
-        let number: u64 = rest[..digits].parse().ok()?;
-        rest = &rest[digits..];
-        let unit_len = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
-        let unit = &rest[..unit_len];
-        rest = &rest[unit_len..];
-        let part = match unit {
-            "ms" => Duration::from_millis(number),
-            "s" => Duration::from_secs(number),
-            "m" => Duration::from_secs(number.checked_mul(60)?),
-            "h" => Duration::from_secs(number.checked_mul(3600)?),
-            "d" => Duration::from_secs(number.checked_mul(86_400)?),
-            _ => return None,
-        };
-        total = total.checked_add(part)?;
-    }
-    Some(total)
+    let span: jiff::Span = value.parse().ok()?;
+    let signed = span
+        .to_duration(jiff::SpanRelativeTo::days_are_24_hours())
+        .ok()?;
+    Duration::try_from(signed).ok()
 }
 
 /// `host:port`, `[v6]:port`, or `:port` (all interfaces).
@@ -760,16 +740,11 @@ mod tests {
         assert_eq!(parse_duration("1m30s"), Some(Duration::from_secs(90)));
         assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
         assert_eq!(parse_duration("1d"), Some(Duration::from_secs(86_400)));
-        for bad in [
-            "",
-            "5x",
-            "m",
-            "5 m",
-            "-5s",
-            "1.5m",
-            "s5",
-            "99999999999999999999s",
-        ] {
+        assert_eq!(parse_duration("5 m"), Some(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1.5m"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_duration("2 hours"), Some(Duration::from_secs(7200)));
+        assert_eq!(parse_duration("PT5M"), Some(Duration::from_secs(300)));
+        for bad in ["", "5x", "m", "-5s", "s5", "99999999999999999999s"] {
             assert_eq!(parse_duration(bad), None, "{bad:?}");
         }
         let error = error_of(RunArgs {

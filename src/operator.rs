@@ -10,7 +10,10 @@ use std::time::Duration;
 use kube::api::ListParams;
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
-use tracing::{error, info, warn};
+use tokio_util::task::AbortOnDropHandle;
+use tracing::{info, warn};
+
+pub use crate::util::{kube_error_message, shutdown_signal};
 
 use crate::config::OperatorConfig;
 use crate::controllers::{
@@ -58,73 +61,6 @@ pub enum RunError {
     Controllers(String),
     #[error("{0}")]
     Leader(#[from] LeaderError),
-}
-
-/// A kube error as one line: for API errors the apiserver's message and code, never a Debug dump.
-pub(crate) fn kube_error_message(error: &kube::Error) -> String {
-    let text = match error {
-        kube::Error::Api(status) => {
-            let message = if status.message.is_empty() {
-                status.reason.clone()
-            } else {
-                status.message.clone()
-            };
-            format!("{message} (HTTP {})", status.code)
-        }
-        other => {
-            // The source chain says what really happened ("Connection refused", a TLS problem).
-            let mut text = other.to_string();
-            let mut source = std::error::Error::source(other);
-            while let Some(cause) = source {
-                let cause_text = cause.to_string();
-                if !text.contains(&cause_text) {
-                    text.push_str(": ");
-                    text.push_str(&cause_text);
-                }
-                source = cause.source();
-            }
-            text
-        }
-    };
-    text.replace(['\n', '\r'], " ")
-}
-
-/// A future that resolves on the first SIGTERM or SIGINT (Ctrl-C).
-///
-/// The handlers are installed when this function is called (inside the Tokio runtime), not when
-/// the future is first polled, so a signal arriving in between is not lost.
-pub fn shutdown_signal() -> impl Future<Output = ()> + Send + Sync + 'static {
-    #[cfg(unix)]
-    let streams = {
-        use tokio::signal::unix::{SignalKind, signal};
-        match (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) {
-            (Ok(terminate), Ok(interrupt)) => Some((terminate, interrupt)),
-            (Err(error), _) | (_, Err(error)) => {
-                warn!(%error, "cannot listen for SIGTERM; only Ctrl-C stops the operator");
-                None
-            }
-        }
-    };
-    async move {
-        #[cfg(unix)]
-        if let Some((mut terminate, mut interrupt)) = streams {
-            tokio::select! {
-                _ = terminate.recv() => info!(signal = "SIGTERM", "shutting down"),
-                _ = interrupt.recv() => info!(signal = "SIGINT", "shutting down"),
-            }
-            return;
-        }
-        match tokio::signal::ctrl_c().await {
-            Ok(()) => info!(signal = "SIGINT", "shutting down"),
-            Err(error) => {
-                error!(%error, "cannot listen for Ctrl-C; the operator stops only when killed");
-                std::future::pending::<()>().await;
-            }
-        }
-    }
 }
 
 /// Lists one object of `K` in each scope, to tell a missing CRD or missing RBAC apart from the
@@ -262,7 +198,6 @@ async fn run_with_endpoint(
         watch_namespaces: config.watch_namespaces.clone(),
         concurrency: config.concurrency,
         resync_interval: config.resync_interval,
-        versori_max_in_flight: config.versori_max_in_flight,
         oauth2: oauth2.clone(),
     };
 
@@ -284,12 +219,14 @@ async fn run_with_endpoint(
                 config.concurrency,
                 oauth2,
             ));
-            Some(AbortOnDrop(tokio::spawn(oauth2_callback::serve(
-                listener,
-                ctx,
-                config.watch_namespaces.clone(),
-                std::future::pending(),
-            ))))
+            Some(AbortOnDropHandle::new(tokio::spawn(
+                oauth2_callback::serve(
+                    listener,
+                    ctx,
+                    config.watch_namespaces.clone(),
+                    std::future::pending(),
+                ),
+            )))
         }
         None => None,
     };
@@ -316,14 +253,5 @@ async fn run_with_endpoint(
                 other => RunError::Leader(other),
             })
         }
-    }
-}
-
-/// Stops a background task when dropped.
-struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
-
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }

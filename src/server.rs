@@ -118,17 +118,6 @@ pub async fn serve_on(
         .await
 }
 
-/// Binds `addr` and serves the routes until `shutdown` resolves.
-pub async fn serve(
-    addr: SocketAddr,
-    metrics: Arc<Metrics>,
-    health: Arc<Health>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let listener = bind(addr).await?;
-    serve_on(listener, metrics, health, shutdown).await
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -33,8 +33,6 @@ pub struct ControllerSettings {
     pub concurrency: u16,
     /// How often a Ready object is read back from Versori to restore drift (with jitter).
     pub resync_interval: Duration,
-    /// The most Versori requests in flight at once (applied to the client by the caller).
-    pub versori_max_in_flight: usize,
     /// The in-cluster OAuth 2.0 authorization code flow, when a callback URL is configured.
     pub oauth2: Option<OAuth2Settings>,
 }

@@ -379,11 +379,6 @@ impl VersoriClient {
         &self.inner.organisation
     }
 
-    /// The base URL paths are appended to.
-    pub fn base_url(&self) -> &Url {
-        &self.inner.base_url
-    }
-
     // -----------------------------------------------------------------------------------------
     // Projects
     // -----------------------------------------------------------------------------------------
