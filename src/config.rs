@@ -194,7 +194,7 @@ pub enum ConfigError {
     #[error("POD_NAME (--identity) must be 1 to 100 characters without whitespace")]
     InvalidIdentity,
     #[error(
-        "OAUTH2_CALLBACK_URL `{0}` is not valid: use the public http(s) base URL browsers reach, such as https://versori-operator.example.com"
+        "OAUTH2_CALLBACK_URL `{0}` is not valid: use the public http(s) base URL browsers reach, such as https://versori-operator.example.com, or the full callback URL https://versori-operator.example.com/oauth2/callback, without user name, password, query or fragment"
     )]
     InvalidCallbackUrl(String),
     #[error(
@@ -329,16 +329,7 @@ impl RunArgs {
 
         let oauth2_callback = match self.oauth2_callback_url.as_deref().map(str::trim) {
             Some(public) if !public.is_empty() => {
-                let invalid = || ConfigError::InvalidCallbackUrl(public.to_owned());
-                let mut base = Url::parse(public).map_err(|_| invalid())?;
-                if !matches!(base.scheme(), "http" | "https") || base.host().is_none() {
-                    return Err(invalid());
-                }
-                if !base.path().ends_with('/') {
-                    let path = format!("{}/", base.path());
-                    base.set_path(&path);
-                }
-                let redirect_url = base.join("oauth2/callback").map_err(|_| invalid())?;
+                let redirect_url = parse_callback_url(public)?;
                 let addr = parse_listen_addr(&self.oauth2_callback_addr).ok_or_else(|| {
                     ConfigError::InvalidCallbackAddr(self.oauth2_callback_addr.clone())
                 })?;
@@ -426,9 +417,53 @@ fn io_reason(error: &std::io::Error) -> String {
     }
 }
 
+/// `value` with any userinfo (`user:pass@`) of a URL replaced by `***@`, for messages: a URL's
+/// credentials are never printed. Works on text that does not parse as a URL too.
+pub fn redact_userinfo(value: &str) -> String {
+    let Some(scheme_end) = value.find("://") else {
+        return value.to_owned();
+    };
+    let authority_start = scheme_end + 3;
+    let rest = &value[authority_start..];
+    let authority_len = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_len].rfind('@') {
+        Some(at) => format!(
+            "{}***{}",
+            &value[..authority_start],
+            &value[authority_start + at..]
+        ),
+        None => value.to_owned(),
+    }
+}
+
+/// The redirect URL from `OAUTH2_CALLBACK_URL`: either the public base URL (the callback path is
+/// appended) or the full callback URL ending in `/oauth2/callback`.
+fn parse_callback_url(public: &str) -> Result<Url, ConfigError> {
+    let invalid = || ConfigError::InvalidCallbackUrl(redact_userinfo(public));
+    let mut base = Url::parse(public).map_err(|_| invalid())?;
+    if !matches!(base.scheme(), "http" | "https")
+        || base.host().is_none()
+        || !base.username().is_empty()
+        || base.password().is_some()
+        || base.query().is_some()
+        || base.fragment().is_some()
+    {
+        return Err(invalid());
+    }
+    let path = base.path().trim_end_matches('/');
+    if path.ends_with("/oauth2/callback") {
+        let path = path.to_owned();
+        base.set_path(&path);
+        return Ok(base);
+    }
+    let path = format!("{path}/");
+    base.set_path(&path);
+    base.join("oauth2/callback").map_err(|_| invalid())
+}
+
 fn parse_api_url(value: &str) -> Result<Url, ConfigError> {
     let invalid = |reason: &str| ConfigError::InvalidApiUrl {
-        value: value.to_owned(),
+        value: redact_userinfo(value),
         reason: reason.to_owned(),
     };
     let url = Url::parse(value.trim()).map_err(|e| invalid(&e.to_string()))?;
@@ -564,9 +599,53 @@ mod tests {
             "https://operator.example.com/base/oauth2/callback"
         );
         assert_eq!(callback.ttl, Duration::from_secs(600));
-        let mut bad = args();
-        bad.oauth2_callback_url = Some("not a url".into());
-        assert!(matches!(error_of(bad), ConfigError::InvalidCallbackUrl(_)));
+        for (given, redirect) in [
+            (
+                "https://operator.example.com",
+                "https://operator.example.com/oauth2/callback",
+            ),
+            (
+                "https://operator.example.com/",
+                "https://operator.example.com/oauth2/callback",
+            ),
+            (
+                "https://operator.example.com/oauth2/callback",
+                "https://operator.example.com/oauth2/callback",
+            ),
+            (
+                "https://operator.example.com/oauth2/callback/",
+                "https://operator.example.com/oauth2/callback",
+            ),
+            (
+                "https://operator.example.com/base/oauth2/callback",
+                "https://operator.example.com/base/oauth2/callback",
+            ),
+        ] {
+            let mut with = args();
+            with.oauth2_callback_url = Some(given.into());
+            let callback = config(with)
+                .ok()
+                .and_then(|c| c.oauth2_callback)
+                .expect("a callback");
+            assert_eq!(callback.redirect_url.as_str(), redirect, "{given}");
+        }
+        for bad_url in [
+            "not a url",
+            "ftp://operator.example.com/",
+            "https://user:pass@operator.example.com/",
+            "https://user@operator.example.com/",
+            "https://operator.example.com/?a=b",
+            "https://operator.example.com/#x",
+        ] {
+            let mut bad = args();
+            bad.oauth2_callback_url = Some(bad_url.into());
+            let error = error_of(bad);
+            assert!(
+                matches!(error, ConfigError::InvalidCallbackUrl(_)),
+                "{bad_url}"
+            );
+            assert!(!error.to_string().contains("pass@"), "{error}");
+        }
         let mut bad = args();
         bad.oauth2_callback_url = Some("https://operator.example.com".into());
         bad.oauth2_authorization_ttl = "0s".into();
@@ -721,6 +800,10 @@ mod tests {
                 error.to_string().starts_with("VERSORI_API_URL `"),
                 "{error}"
             );
+            assert!(
+                !error.to_string().contains("u:p"),
+                "userinfo printed: {error}"
+            );
         }
         let config = RunArgs {
             api_url: "http://127.0.0.1:9999".to_owned(),
@@ -729,6 +812,18 @@ mod tests {
         .into_config_with(Path::new("/nonexistent"))
         .expect("valid");
         assert_eq!(config.api_url.as_str(), "http://127.0.0.1:9999/");
+    }
+
+    #[test]
+    fn userinfo_is_never_printed() {
+        assert_eq!(
+            redact_userinfo("https://user:pass@host.example/p@th?q=a@b"),
+            "https://***@host.example/p@th?q=a@b"
+        );
+        assert_eq!(redact_userinfo("https://u@h/"), "https://***@h/");
+        assert_eq!(redact_userinfo("https://h/x@y"), "https://h/x@y");
+        assert_eq!(redact_userinfo("not a url"), "not a url");
+        assert_eq!(redact_userinfo("x://a:b@c"), "x://***@c");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 pub mod connection;
 pub mod context;
 pub mod error;
+pub mod events;
 pub mod oauth2_callback;
 pub mod project_system;
 pub mod reconciler;

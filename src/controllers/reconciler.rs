@@ -341,7 +341,7 @@ async fn publish<K: Managed>(
     let event = KubeEvent {
         type_,
         reason: reason.into(),
-        note: Some(note),
+        note: Some(super::events::truncate_note(note)),
         action: action.into(),
         secondary: None,
     };
