@@ -10,6 +10,7 @@ use clap::ArgAction;
 use clap::builder::BoolishValueParser;
 use url::Url;
 
+use crate::controllers::secrets::SecretPolicy;
 use crate::leader::LeaseSettings;
 use crate::telemetry::LogFormat;
 use crate::versori::SecretValue;
@@ -136,7 +137,44 @@ pub struct RunArgs {
         default_value = "10m"
     )]
     pub oauth2_authorization_ttl: String,
+
+    /// Read only Secrets labelled versori.com/credential: "true" (Secrets by consent).
+    #[arg(
+        long,
+        env = "REQUIRE_CREDENTIAL_LABEL",
+        value_name = "BOOL",
+        action = ArgAction::Set,
+        num_args = 0..=1,
+        require_equals = true,
+        default_value_t = false,
+        default_missing_value = "true",
+        value_parser = BoolishValueParser::new(),
+    )]
+    pub require_credential_label: bool,
+
+    /// Comma-separated hosts a Connection's baseUrl or tokenUrl override may name (`*.example.com`
+    /// for subdomains) [default: any host].
+    #[arg(
+        long,
+        env = "ALLOWED_OVERRIDE_HOSTS",
+        value_name = "HOST[,HOST...]",
+        value_delimiter = ','
+    )]
+    pub allowed_override_hosts: Vec<String>,
+
+    /// The Secret (in the operator's namespace, POD_NAMESPACE) holding the key of the credential
+    /// hashes in status; created with a random key when absent.
+    #[arg(
+        long,
+        env = "CREDENTIAL_HASH_KEY_SECRET",
+        value_name = "NAME",
+        default_value = DEFAULT_HASH_KEY_SECRET
+    )]
+    pub credential_hash_key_secret: String,
 }
+
+/// The default `--credential-hash-key-secret`.
+pub const DEFAULT_HASH_KEY_SECRET: &str = "versori-operator-credential-hash-key";
 
 /// A configuration problem; each message is one line naming the variable to fix.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -203,6 +241,12 @@ pub enum ConfigError {
     InvalidCallbackAddr(String),
     #[error("OAUTH2_AUTHORIZATION_TTL `{0}` is not valid: use a duration such as 10m")]
     InvalidAuthorizationTtl(String),
+    #[error(
+        "ALLOWED_OVERRIDE_HOSTS entry `{0}` is not a host name: use names such as api.example.com or *.example.com"
+    )]
+    InvalidOverrideHost(String),
+    #[error("CREDENTIAL_HASH_KEY_SECRET `{0}` is not a valid Secret name")]
+    InvalidHashKeySecret(String),
 }
 
 /// Where the OAuth 2.0 authorization code callback is served and reached.
@@ -233,6 +277,14 @@ pub struct OperatorConfig {
     pub leader_election: Option<LeaseSettings>,
     pub log_format: LogFormat,
     pub oauth2_callback: Option<OAuth2CallbackConfig>,
+    /// The file the token was read from (re-read when it changes).
+    pub token_file: Option<PathBuf>,
+    /// Which Secrets may be read, and where credentials may go.
+    pub secret_policy: SecretPolicy,
+    /// The operator's own namespace (its Lease and hash key Secret live there).
+    pub namespace: String,
+    /// The name of the credential hash key Secret in `namespace`.
+    pub hash_key_secret: String,
 }
 
 impl fmt::Debug for OperatorConfig {
@@ -249,6 +301,10 @@ impl fmt::Debug for OperatorConfig {
             .field("leader_election", &self.leader_election)
             .field("log_format", &self.log_format)
             .field("oauth2_callback", &self.oauth2_callback)
+            .field("token_file", &self.token_file)
+            .field("secret_policy", &self.secret_policy)
+            .field("namespace", &self.namespace)
+            .field("hash_key_secret", &self.hash_key_secret)
             .finish()
     }
 }
@@ -271,6 +327,10 @@ impl RunArgs {
             Some(org) => org.to_owned(),
         };
 
+        let token_file = self
+            .token_file
+            .clone()
+            .filter(|p| !p.as_os_str().is_empty());
         let token = read_token(self.token, self.token_file.as_deref())?;
         let api_url = parse_api_url(&self.api_url)?;
 
@@ -300,6 +360,28 @@ impl RunArgs {
             .ok_or_else(|| ConfigError::InvalidResyncInterval(self.resync_interval.clone()))?;
         let metrics_addr = parse_listen_addr(&self.metrics_addr)
             .ok_or_else(|| ConfigError::InvalidMetricsAddr(self.metrics_addr.clone()))?;
+
+        let namespace = match self.lease_namespace.as_deref().map(str::trim) {
+            Some(ns) if !ns.is_empty() => ns.to_owned(),
+            _ => pod_namespace(namespace_file).unwrap_or_else(|| "default".to_owned()),
+        };
+        let mut allowed_override_hosts = Vec::new();
+        for host in self
+            .allowed_override_hosts
+            .iter()
+            .map(|h| h.trim().to_ascii_lowercase())
+            .filter(|h| !h.is_empty())
+        {
+            let bare = host.strip_prefix("*.").unwrap_or(&host);
+            if !is_dns_subdomain(bare) {
+                return Err(ConfigError::InvalidOverrideHost(host));
+            }
+            allowed_override_hosts.push(host);
+        }
+        let hash_key_secret = self.credential_hash_key_secret.trim().to_owned();
+        if !is_dns_subdomain(&hash_key_secret) {
+            return Err(ConfigError::InvalidHashKeySecret(hash_key_secret));
+        }
 
         let leader_election = if self.leader_election {
             let name = self.lease_name.trim();
@@ -359,6 +441,13 @@ impl RunArgs {
             leader_election,
             log_format: self.log_format,
             oauth2_callback,
+            token_file,
+            secret_policy: SecretPolicy {
+                require_label: self.require_credential_label,
+                allowed_override_hosts,
+            },
+            namespace,
+            hash_key_secret,
         })
     }
 }
@@ -581,7 +670,44 @@ mod tests {
             oauth2_callback_url: None,
             oauth2_callback_addr: "0.0.0.0:8081".to_owned(),
             oauth2_authorization_ttl: "10m".to_owned(),
+            require_credential_label: false,
+            allowed_override_hosts: Vec::new(),
+            credential_hash_key_secret: DEFAULT_HASH_KEY_SECRET.to_owned(),
         }
+    }
+
+    #[test]
+    fn secret_policy_settings() {
+        let config = args()
+            .into_config_with(Path::new("/nonexistent"))
+            .expect("valid");
+        assert_eq!(config.secret_policy, SecretPolicy::default());
+        assert_eq!(config.namespace, "default");
+        assert_eq!(config.hash_key_secret, DEFAULT_HASH_KEY_SECRET);
+        let config = RunArgs {
+            require_credential_label: true,
+            allowed_override_hosts: vec![" API.example.com ".into(), "*.auth.example.com".into()],
+            lease_namespace: Some("ops".into()),
+            ..args()
+        }
+        .into_config_with(Path::new("/nonexistent"))
+        .expect("valid");
+        assert!(config.secret_policy.require_label);
+        assert_eq!(
+            config.secret_policy.allowed_override_hosts,
+            vec![
+                "api.example.com".to_owned(),
+                "*.auth.example.com".to_owned()
+            ]
+        );
+        assert_eq!(config.namespace, "ops");
+        assert!(matches!(
+            error_of(RunArgs {
+                allowed_override_hosts: vec!["https://x.example.com/".into()],
+                ..args()
+            }),
+            ConfigError::InvalidOverrideHost(_)
+        ));
     }
 
     #[test]

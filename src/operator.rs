@@ -16,6 +16,7 @@ use tracing::{info, warn};
 pub use crate::util::{kube_error_message, shutdown_signal};
 
 use crate::config::OperatorConfig;
+use crate::controllers::secrets::{SecretSettings, load_or_create_hash_key};
 use crate::controllers::{
     Context, ControllerSettings, OAuth2Settings, oauth2_callback, run_controllers,
 };
@@ -55,6 +56,8 @@ pub enum RunError {
         scope: String,
         message: String,
     },
+    #[error("{0}")]
+    HashKey(String),
     #[error("cannot build the Versori API client: {0}")]
     VersoriClient(String),
     #[error("the controllers failed: {0}")]
@@ -178,17 +181,34 @@ async fn run_with_endpoint(
     check_listable::<ProjectSystem>(&client, &config.watch_namespaces).await?;
     check_listable::<Connection>(&client, &config.watch_namespaces).await?;
 
-    let versori = VersoriClient::new(
-        ClientConfig::new(
-            config.api_url.clone(),
-            config.organisation.clone(),
-            config.token.clone(),
-        )
-        .with_observer(metrics.versori_call_observer())
-        .with_max_in_flight(config.versori_max_in_flight)
-        .with_read_retries(2),
+    let hash_key =
+        load_or_create_hash_key(client.clone(), &config.namespace, &config.hash_key_secret)
+            .await
+            .map_err(|e| RunError::HashKey(e.to_string()))?;
+    let secret_settings = SecretSettings {
+        policy: config.secret_policy.clone(),
+        hash_key,
+    };
+
+    let breaker_metrics = Arc::clone(&metrics);
+    let breaker_health = Arc::clone(&health);
+    let mut client_config = ClientConfig::new(
+        config.api_url.clone(),
+        config.organisation.clone(),
+        config.token.clone(),
     )
-    .map_err(|e| RunError::VersoriClient(e.to_string().replace(['\n', '\r'], " ")))?;
+    .with_observer(metrics.versori_call_observer())
+    .with_breaker_observer(Arc::new(move |refused| {
+        breaker_metrics.set_token_refused(refused);
+        breaker_health.set_token_refused(refused);
+    }))
+    .with_max_in_flight(config.versori_max_in_flight)
+    .with_read_retries(2);
+    if let Some(path) = &config.token_file {
+        client_config = client_config.with_token_file(path.clone());
+    }
+    let versori = VersoriClient::new(client_config)
+        .map_err(|e| RunError::VersoriClient(e.to_string().replace(['\n', '\r'], " ")))?;
 
     let oauth2 = config.oauth2_callback.as_ref().map(|c| OAuth2Settings {
         redirect_url: c.redirect_url.to_string(),
@@ -199,6 +219,7 @@ async fn run_with_endpoint(
         concurrency: config.concurrency,
         resync_interval: config.resync_interval,
         oauth2: oauth2.clone(),
+        secret_settings: secret_settings.clone(),
     };
 
     // The OAuth 2.0 callback runs on every replica, leader or not: a browser may reach any.
@@ -211,14 +232,17 @@ async fn run_with_endpoint(
                     reason: e.to_string(),
                 })?;
             info!(addr = %callback.addr, redirect_url = %callback.redirect_url, "serving the OAuth 2.0 callback");
-            let ctx = Arc::new(Context::new(
-                client.clone(),
-                versori.clone(),
-                Arc::clone(&metrics),
-                config.resync_interval,
-                config.concurrency,
-                oauth2,
-            ));
+            let ctx = Arc::new(
+                Context::new(
+                    client.clone(),
+                    versori.clone(),
+                    Arc::clone(&metrics),
+                    config.resync_interval,
+                    config.concurrency,
+                    oauth2,
+                )
+                .with_secret_settings(secret_settings),
+            );
             Some(AbortOnDropHandle::new(tokio::spawn(
                 oauth2_callback::serve(
                     listener,

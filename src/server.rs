@@ -26,6 +26,8 @@ pub struct Health {
     pub live: AtomicBool,
     /// Answered on `/readyz`; `false` until the operator says otherwise.
     pub ready: AtomicBool,
+    /// Versori refuses the API token: `/readyz` answers 503 and says so.
+    pub token_refused: AtomicBool,
 }
 
 impl Default for Health {
@@ -40,6 +42,7 @@ impl Health {
         Self {
             live: AtomicBool::new(true),
             ready: AtomicBool::new(false),
+            token_refused: AtomicBool::new(false),
         }
     }
 
@@ -49,6 +52,14 @@ impl Health {
 
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::SeqCst)
+    }
+
+    pub fn set_token_refused(&self, refused: bool) {
+        self.token_refused.store(refused, Ordering::SeqCst);
+    }
+
+    pub fn is_token_refused(&self) -> bool {
+        self.token_refused.load(Ordering::SeqCst)
     }
 
     pub fn set_live(&self, live: bool) {
@@ -95,6 +106,12 @@ async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    if state.health.is_ready() && state.health.is_token_refused() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: Versori refuses the API token (HTTP 401); check VERSORI_API_TOKEN or VERSORI_API_TOKEN_FILE\n",
+        );
+    }
     probe(state.health.is_ready())
 }
 
@@ -172,6 +189,19 @@ mod tests {
         assert_eq!(status("/healthz").await, 200);
         assert_eq!(status("/readyz").await, 503);
         health.set_ready(true);
+        assert_eq!(status("/readyz").await, 200);
+        health.set_token_refused(true);
+        assert_eq!(status("/readyz").await, 503);
+        let body = http
+            .get(format!("{base}/readyz"))
+            .send()
+            .await
+            .expect("GET")
+            .text()
+            .await
+            .expect("body");
+        assert!(body.contains("API token"), "{body}");
+        health.set_token_refused(false);
         assert_eq!(status("/readyz").await, 200);
         health.set_ready(false);
         assert_eq!(status("/readyz").await, 503);

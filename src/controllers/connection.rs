@@ -15,7 +15,7 @@ use super::error::Error;
 use super::reconciler::{
     self, ById, Managed, Named, Reconciling, Scope, adopt_by_name, observe_by_id,
 };
-use super::secrets::{SecretReader, hash_secrets};
+use super::secrets::{CredentialHashKey, SecretReader, hash_secrets};
 use crate::resources::common::{CommonStatus, DeletionPolicy};
 use crate::resources::{Connection, ConnectionStatus, Credentials, ProjectSystem};
 use crate::versori::SecretValue;
@@ -57,8 +57,9 @@ impl Managed for Connection {
             return authorization_code(self, rc, status, &template).await;
         }
         clear_authorization(status);
-        let desired = read_credential(self, kind, &mut rc.secrets()).await?;
-        let hash = desired.hash(&rc.uid());
+        rc.ctx.secret_settings.policy.check_overrides(self)?;
+        let desired = read_credential(self, kind, &mut rc.secrets().single_line()).await?;
+        let hash = desired.hash(&rc.ctx.secret_settings.hash_key, &rc.uid());
         let name = self.versori_name();
         let base_url = self.spec.base_url.clone().unwrap_or_default();
 
@@ -500,7 +501,7 @@ impl Desired {
     }
 
     /// What status keeps of the credential: a salted hash over everything sent.
-    fn hash(&self, salt: &str) -> String {
+    fn hash(&self, key: &CredentialHashKey, salt: &str) -> String {
         let kind = self.credential_type().as_str();
         let scopes;
         let parts: Vec<(&str, &str)> = match self {
@@ -549,7 +550,7 @@ impl Desired {
                 ]
             }
         };
-        hash_secrets(salt, parts)
+        hash_secrets(Some(key), salt, parts)
     }
 
     /// The credential as Versori takes it, carrying the template's auth scheme.
@@ -632,7 +633,7 @@ fn clear_authorization(status: &mut ConnectionStatus) {
 /// SHA-256 of an authorization state, as status keeps it: the callback looks a state up by it,
 /// and status never shows the state itself.
 pub fn state_hash(state: &str) -> String {
-    hash_secrets("oauth2-state", [("state", state)])
+    hash_secrets(None, "oauth2-state", [("state", state)])
 }
 
 /// The in-cluster authorization code flow. Once the callback has created the connection this

@@ -9,6 +9,7 @@ use kube::runtime::events::{Recorder, Reporter};
 use tokio::sync::{Semaphore, SemaphorePermit};
 
 use super::OAuth2Settings;
+use super::secrets::SecretSettings;
 use crate::metrics::Metrics;
 use crate::versori::VersoriClient;
 
@@ -29,6 +30,8 @@ pub struct Context {
     pub resync_interval: Duration,
     /// The in-cluster authorization code flow, if configured.
     pub oauth2: Option<OAuth2Settings>,
+    /// Which Secrets may be read, and the credential hash key.
+    pub secret_settings: SecretSettings,
     backoffs: Mutex<HashMap<String, ExponentialBackoff>>,
     slots: HashMap<&'static str, Semaphore>,
 }
@@ -54,12 +57,19 @@ impl Context {
             metrics,
             resync_interval,
             oauth2,
+            secret_settings: SecretSettings::default(),
             backoffs: Mutex::new(HashMap::new()),
             slots: ["System", "ProjectSystem", "Connection"]
                 .into_iter()
                 .map(|kind| (kind, Semaphore::new(usize::from(concurrency.max(1)))))
                 .collect(),
         }
+    }
+
+    /// Sets the Secret policy and the credential hash key.
+    pub fn with_secret_settings(mut self, settings: SecretSettings) -> Self {
+        self.secret_settings = settings;
+        self
     }
 
     /// Waits for one of the kind's reconcile slots. kube-runtime's own queue is not observable,

@@ -19,6 +19,13 @@ pub enum Error {
     /// A referenced Secret does not exist.
     #[error("Secret {name:?} was not found in this namespace")]
     SecretNotFound { name: String },
+    /// A Secret the operator may not read or send (its type, the consent label, a line break in
+    /// a value, a host outside the allow-list); the message names the Secret and key.
+    #[error("{message}")]
+    InvalidSecret {
+        reason: &'static str,
+        message: String,
+    },
     /// A value in a Secret is not UTF-8 text.
     #[error("key {key:?} of Secret {name:?} is not UTF-8 text")]
     SecretNotText { name: String, key: String },
@@ -108,6 +115,7 @@ impl Error {
         match self {
             Error::SecretKeyNotFound { .. } | Error::SecretNotFound { .. } => "SecretNotFound",
             Error::SecretNotText { .. } => "InvalidSecret",
+            Error::InvalidSecret { reason, .. } => reason,
             Error::MissingCredential(_) => "MissingCredential",
             Error::AuthorizationRequired(_) => "AuthorizationRequired",
             Error::Waiting { reason, .. } | Error::InvalidReference { reason, .. } => reason,
@@ -134,6 +142,7 @@ impl Error {
             Error::SecretKeyNotFound { .. }
                 | Error::SecretNotFound { .. }
                 | Error::SecretNotText { .. }
+                | Error::InvalidSecret { .. }
                 | Error::MissingCredential(_)
                 | Error::AuthorizationRequired(_)
                 | Error::Waiting { .. }

@@ -36,6 +36,8 @@ pub struct ControllerSettings {
     pub resync_interval: Duration,
     /// The in-cluster OAuth 2.0 authorization code flow, when a callback URL is configured.
     pub oauth2: Option<OAuth2Settings>,
+    /// Which Secrets may be read, and the credential hash key.
+    pub secret_settings: secrets::SecretSettings,
 }
 
 /// The in-cluster OAuth 2.0 authorization code flow.
@@ -59,14 +61,17 @@ pub async fn run_controllers(
     shutdown: Pin<Box<dyn Future<Output = ()> + Send + Sync>>,
 ) -> Result<(), Error> {
     let shutdown: Shutdown = shutdown.shared();
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        versori,
-        metrics,
-        settings.resync_interval,
-        settings.concurrency,
-        settings.oauth2.clone(),
-    ));
+    let ctx = Arc::new(
+        Context::new(
+            client.clone(),
+            versori,
+            metrics,
+            settings.resync_interval,
+            settings.concurrency,
+            settings.oauth2.clone(),
+        )
+        .with_secret_settings(settings.secret_settings.clone()),
+    );
     let namespaces: Vec<Option<String>> = if settings.watch_namespaces.is_empty() {
         vec![None]
     } else {

@@ -182,6 +182,7 @@ impl<'a, K: Managed> Reconciling<'a, K> {
     /// A Secret reader bound to the object's namespace (no other namespace can be read).
     pub fn secrets(&self) -> SecretReader {
         SecretReader::new(self.ctx.client.clone(), &self.namespace)
+            .with_policy(&self.ctx.secret_settings.policy)
     }
 
     /// The object's UID (salt for credential hashes).
