@@ -231,7 +231,20 @@ async fn run_with_endpoint(
                     addr: callback.addr,
                     reason: e.to_string(),
                 })?;
-            info!(addr = %callback.addr, redirect_url = %callback.redirect_url, "serving the OAuth 2.0 callback");
+            info!(
+                addr = %callback.addr,
+                redirect_url = %callback.redirect_url,
+                "serving the OAuth 2.0 callback: register {} as the redirect URL with the provider",
+                callback.redirect_url
+            );
+            if callback.redirect_url.scheme() == "http"
+                && !callback
+                    .redirect_url
+                    .host_str()
+                    .is_some_and(|h| h == "localhost" || h == "127.0.0.1" || h == "[::1]")
+            {
+                warn!(redirect_url = %callback.redirect_url, "OAUTH2_CALLBACK_URL is plain http: authorization codes would cross the network unencrypted; use https");
+            }
             let ctx = Arc::new(
                 Context::new(
                     client.clone(),

@@ -494,6 +494,122 @@ fn rendering_follows_the_values() {
 }
 
 #[test]
+fn network_policy_allows_only_the_callback_metrics_dns_apiserver_and_versori() {
+    let docs = render("vo", "ops", "versori:\n  organisationId: o\n");
+    assert!(of_kind(&docs, "NetworkPolicy").is_empty(), "off by default");
+    let docs = render(
+        "vo",
+        "ops",
+        "versori:\n  organisationId: o\nnetworkPolicy:\n  enabled: true\n  metricsFrom: [{namespaceSelector: {matchLabels: {team: monitoring}}}]\n  versoriCidrs: [203.0.113.0/24]\noauth2Callback:\n  publicUrl: https://operator.example.com\n",
+    );
+    let policy = one_of_kind(&docs, "NetworkPolicy");
+    let spec = &policy["spec"];
+    assert_eq!(
+        spec["podSelector"]["matchLabels"]["app.kubernetes.io/instance"],
+        "vo"
+    );
+    assert_eq!(
+        spec["policyTypes"],
+        serde_json::json!(["Ingress", "Egress"])
+    );
+    let ingress = spec["ingress"].as_array().expect("ingress rules");
+    assert_eq!(ingress.len(), 2, "{ingress:?}");
+    assert_eq!(ingress[0]["ports"][0]["port"], 8081);
+    assert!(ingress[0].get("from").is_none(), "the callback is public");
+    assert_eq!(ingress[1]["ports"][0]["port"], 8080);
+    assert_eq!(
+        ingress[1]["from"][0]["namespaceSelector"]["matchLabels"]["team"],
+        "monitoring"
+    );
+    let egress = spec["egress"].as_array().expect("egress rules");
+    let ports: Vec<i64> = egress
+        .iter()
+        .flat_map(|r| r["ports"].as_array().cloned().unwrap_or_default())
+        .filter_map(|p| p["port"].as_i64())
+        .collect();
+    assert_eq!(ports, vec![53, 53, 443, 6443, 443]);
+    assert_eq!(egress[2]["to"][0]["ipBlock"]["cidr"], "203.0.113.0/24");
+
+    // Without the callback, no ingress to its port; without metricsFrom, none to metrics.
+    let docs = render(
+        "vo",
+        "ops",
+        "versori:\n  organisationId: o\nnetworkPolicy:\n  enabled: true\n",
+    );
+    let policy = one_of_kind(&docs, "NetworkPolicy");
+    assert!(
+        policy["spec"]["ingress"]
+            .as_array()
+            .is_none_or(|rules| rules.is_empty()),
+        "{policy:?}"
+    );
+}
+
+#[test]
+fn the_credential_settings_reach_the_container() {
+    let docs = render(
+        "vo",
+        "ops",
+        "versori:\n  organisationId: o\ncredentials:\n  requireLabel: true\n  allowedOverrideHosts: [api.example.com, \"*.auth.example.com\"]\n",
+    );
+    let container = operator_container(&docs);
+    assert_eq!(
+        env_value(container, "REQUIRE_CREDENTIAL_LABEL").as_deref(),
+        Some("true")
+    );
+    assert_eq!(
+        env_value(container, "ALLOWED_OVERRIDE_HOSTS").as_deref(),
+        Some("api.example.com,*.auth.example.com")
+    );
+    assert_eq!(
+        env_value(container, "CREDENTIAL_HASH_KEY_SECRET").as_deref(),
+        Some("vo-versori-operator-credential-hash-key")
+    );
+    let secrets = of_kind(&docs, "Secret");
+    let key = secrets
+        .iter()
+        .find(|s| s["metadata"]["name"] == "vo-versori-operator-credential-hash-key")
+        .expect("the hash key Secret");
+    assert_eq!(
+        key["metadata"]["annotations"]["helm.sh/resource-policy"],
+        "keep"
+    );
+    assert!(key["data"]["key"].as_str().is_some_and(|k| k.len() >= 64));
+    // An existing key Secret: not rendered, and the Role reads only it.
+    let docs = render(
+        "vo",
+        "ops",
+        "versori:\n  organisationId: o\ncredentials:\n  hashKeySecret: my-key\n",
+    );
+    assert!(
+        of_kind(&docs, "Secret")
+            .iter()
+            .all(|s| s["metadata"]["name"] != "my-key")
+    );
+    let role = of_kind(&docs, "Role")
+        .into_iter()
+        .find(|r| r["metadata"]["name"] == "vo-versori-operator-hash-key")
+        .expect("the hash key Role");
+    assert_eq!(
+        role["rules"][0]["resourceNames"],
+        serde_json::json!(["my-key"])
+    );
+    assert_eq!(role["rules"][0]["verbs"], serde_json::json!(["get"]));
+    assert!(matches!(
+        helm_command(&[
+            "template",
+            "vo",
+            &chart_dir().to_string_lossy(),
+            "--set",
+            "credentials.allowedOverrideHosts[0]=https://bad/"
+        ])
+        .output()
+        .map(|o| o.status.success()),
+        Ok(false)
+    ));
+}
+
+#[test]
 fn oauth2_callback_renders_only_when_configured() {
     // Defaults: no callback at all (and an Ingress asked for without publicUrl is not made).
     for values in ["", "oauth2Callback:\n  ingress:\n    enabled: true\n"] {
@@ -731,7 +847,9 @@ async fn helm_install_creates_the_objects() {
     let release = "vo";
     let chart = chart_dir();
     let kubeconfig = cluster.kubeconfig.to_string_lossy().into_owned();
-    let values = values_file("versori:\n  organisationId: test-org\n  token: not-a-real-token\n");
+    let values = values_file(
+        "versori:\n  organisationId: test-org\n  token: not-a-real-token\nnetworkPolicy:\n  enabled: true\n  metricsFrom: [{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: monitoring}}}]\noauth2Callback:\n  publicUrl: https://operator.example.com\n",
+    );
     let output = helm(&[
         "install",
         release,
@@ -758,7 +876,10 @@ async fn helm_install_creates_the_objects() {
         ("deployment", fullname.to_owned()),
         ("serviceaccount", fullname.to_owned()),
         ("secret", format!("{fullname}-api-token")),
+        ("secret", format!("{fullname}-credential-hash-key")),
+        ("role", format!("{fullname}-hash-key")),
         ("service", format!("{fullname}-metrics")),
+        ("networkpolicy", fullname.to_owned()),
     ] {
         common::assert_success(&cluster.kubectl(&["-n", &namespace, "get", kind, &name]));
     }
