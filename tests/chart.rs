@@ -443,15 +443,31 @@ fn rendering_follows_the_values() {
     assert_eq!(container["resources"]["requests"]["cpu"], "50m");
     assert_eq!(container["resources"]["requests"]["memory"], "64Mi");
     assert_eq!(container["resources"]["limits"]["memory"], "128Mi");
-    assert!(of_kind(&docs, "Secret").is_empty());
+    // Only the credential hash key Secret, and only the Role that reads it.
+    let secrets = of_kind(&docs, "Secret");
+    assert_eq!(secrets.len(), 1, "{secrets:?}");
+    assert!(
+        secrets[0]["metadata"]["name"]
+            .as_str()
+            .is_some_and(|n| n.ends_with("-credential-hash-key"))
+    );
     assert!(of_kind(&docs, "PodDisruptionBudget").is_empty());
-    assert!(of_kind(&docs, "Role").is_empty());
+    let roles = of_kind(&docs, "Role");
+    assert_eq!(roles.len(), 1, "{roles:?}");
+    assert!(
+        roles[0]["metadata"]["name"]
+            .as_str()
+            .is_some_and(|n| n.ends_with("-hash-key"))
+    );
     assert!(grants_secrets(&of_kind(&docs, "ClusterRole")));
     assert_eq!(of_kind(&docs, "ServiceMonitor").len(), 0);
 
     // The chart's own token Secret, mounted as a file.
     let docs = render("vo", "versori-system", "versori:\n  token: s3cr3t\n");
-    let secret = one_of_kind(&docs, "Secret");
+    let secret = of_kind(&docs, "Secret")
+        .into_iter()
+        .find(|s| s["metadata"]["name"] == "vo-versori-operator-api-token")
+        .expect("the token Secret");
     assert_eq!(secret["data"]["token"], "czNjcjN0");
     let container = operator_container(&docs);
     let path = env_value(container, "VERSORI_API_TOKEN_FILE").expect("VERSORI_API_TOKEN_FILE");
@@ -469,7 +485,12 @@ fn rendering_follows_the_values() {
         "versori-system",
         "versori:\n  token: ignored\n  existingSecret: mine\n  existingSecretKey: apiToken\n",
     );
-    assert!(of_kind(&docs, "Secret").is_empty());
+    assert!(
+        of_kind(&docs, "Secret")
+            .iter()
+            .all(|s| s["metadata"]["name"] == "vo-versori-operator-credential-hash-key"),
+        "no token Secret of the chart's own"
+    );
     let volume = &one_of_kind(&docs, "Deployment")["spec"]["template"]["spec"]["volumes"][0];
     assert_eq!(volume["secret"]["secretName"], "mine");
     assert_eq!(volume["secret"]["items"][0]["key"], "apiToken");
@@ -761,13 +782,21 @@ async fn renders_are_accepted_by_the_apiserver() {
         &release_ns,
         &format!("watchNamespaces: [{team_a}, {team_b}]\n"),
     );
-    let roles = of_kind(&docs, "Role");
+    // The watch Roles, plus the one reading only the hash key Secret in the release namespace.
+    let roles: Vec<&Value> = of_kind(&docs, "Role")
+        .into_iter()
+        .filter(|r| {
+            !r["metadata"]["name"]
+                .as_str()
+                .is_some_and(|n| n.ends_with("-hash-key"))
+        })
+        .collect();
     let role_namespaces: Vec<&str> = roles
         .iter()
         .map(|r| r["metadata"]["namespace"].as_str().unwrap())
         .collect();
     assert_eq!(role_namespaces, [team_a.as_str(), team_b.as_str()]);
-    assert_eq!(of_kind(&docs, "RoleBinding").len(), 2);
+    assert_eq!(of_kind(&docs, "RoleBinding").len(), 3);
     assert!(grants_secrets(&roles));
     assert!(
         !grants_secrets(&of_kind(&docs, "ClusterRole")),
