@@ -121,12 +121,6 @@ impl World {
         }
     }
 
-    fn kubectl(&self, args: &[&str]) -> String {
-        let mut all = vec!["-n", self.namespace.as_str()];
-        all.extend_from_slice(args);
-        common::assert_success(&self.cluster.kubectl(&all))
-    }
-
     async fn wait_for(&self, what: &str, mut check: impl FnMut() -> Option<String>) -> String {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
