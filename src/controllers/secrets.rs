@@ -526,6 +526,67 @@ mod tests {
         assert!(!host_matches("*.example.com", "badexample.com"));
     }
 
+    fn connection(base_url: Option<&str>, token_url: Option<&str>) -> Connection {
+        let mut credentials = serde_json::json!({
+            "oauth2ClientCredentials": {
+                "clientId": "c",
+                "clientSecretSecretKeyRef": { "name": "s", "key": "k" }
+            }
+        });
+        if let Some(url) = token_url {
+            credentials["oauth2ClientCredentials"]["tokenUrl"] = url.into();
+        }
+        let mut spec = serde_json::json!({
+            "projectSystemRef": { "name": "t" },
+            "credentials": credentials,
+        });
+        if let Some(url) = base_url {
+            spec["baseUrl"] = url.into();
+        }
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "versori.com/v1alpha1",
+            "kind": "Connection",
+            "metadata": { "name": "c", "namespace": "n" },
+            "spec": spec,
+        }))
+        .expect("a Connection")
+    }
+
+    #[test]
+    fn overrides_must_name_an_allowed_host() {
+        let any = SecretPolicy::default();
+        let strict = SecretPolicy {
+            allowed_override_hosts: vec!["api.example.com".into(), "*.auth.example.com".into()],
+            ..Default::default()
+        };
+        let evil = connection(None, Some("https://attacker.example/token"));
+        assert!(
+            any.check_overrides(&evil).is_ok(),
+            "no allow-list: any host"
+        );
+        let error = strict.check_overrides(&evil).expect_err("refused");
+        assert_eq!(error.reason(), "HostNotAllowed");
+        let message = error.to_string();
+        assert!(
+            message.contains("tokenUrl") && message.contains("attacker.example"),
+            "{message}"
+        );
+        assert!(error.is_waiting());
+        let error = strict
+            .check_overrides(&connection(Some("https://other.example.com/"), None))
+            .expect_err("refused");
+        assert!(error.to_string().contains("spec.baseUrl"), "{error}");
+        assert!(
+            strict
+                .check_overrides(&connection(
+                    Some("https://API.example.com/v1"),
+                    Some("https://login.auth.example.com/token")
+                ))
+                .is_ok()
+        );
+        assert!(strict.check_overrides(&connection(None, None)).is_ok());
+    }
+
     #[test]
     fn hash_key_needs_32_bytes() {
         assert!(key_of(&secret(None, &[], &[("key", "short")])).is_none());

@@ -54,11 +54,14 @@ pub enum ApiError {
     /// Not sent: Versori refused the API token (401) and every call pauses until the next probe
     /// (one breaker for the whole organisation, so a bad token is not a storm of 401s).
     #[error(
-        "Versori API calls are paused because Versori refused the API token (HTTP 401): {TOKEN_HINT}; the next try is in {}s",
-        retry_in.as_secs().max(1)
+        "Versori API calls are paused because Versori refused the API token (HTTP 401): {TOKEN_HINT}"
     )]
     Unauthorized { retry_in: Duration },
 }
+
+/// The longest an object waits to try again while the 401 breaker is open (its calls fail at
+/// once, without a request, until the breaker's own probe succeeds).
+pub const UNAUTHORIZED_RETRY_CAP: Duration = Duration::from_secs(15);
 
 /// What to check when Versori answers 401.
 pub const TOKEN_HINT: &str = "check the operator's Versori API token (VERSORI_API_TOKEN or the file in VERSORI_API_TOKEN_FILE, chart values versori.token or versori.existingSecret) is valid and belongs to this organisation";
@@ -267,7 +270,9 @@ impl ApiError {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Self::Api { retry_after, .. } => *retry_after,
-            Self::Unauthorized { retry_in } => Some(*retry_in),
+            // Not the whole pause: a rotated token file is read on the next call, and the
+            // objects should find it well within a minute.
+            Self::Unauthorized { retry_in } => Some((*retry_in).min(UNAUTHORIZED_RETRY_CAP)),
             _ => None,
         }
     }
