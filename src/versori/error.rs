@@ -74,12 +74,6 @@ struct DisplayApi<'a> {
 
 impl fmt::Display for DisplayApi<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.status == 401 {
-            return write!(
-                f,
-                "Versori API returned 401: the API token was refused: {TOKEN_HINT}"
-            );
-        }
         write!(f, "Versori API returned {}", self.status)?;
         if !self.code.is_empty() {
             let code: String = self
@@ -103,6 +97,9 @@ impl fmt::Display for DisplayApi<'_> {
                 write!(f, ", ... {} more", self.fields.len() - MAX_FIELDS_SHOWN)?;
             }
             f.write_str("]")?;
+        }
+        if self.status == 401 {
+            write!(f, ": the API token was refused: {TOKEN_HINT}")?;
         }
         Ok(())
     }
