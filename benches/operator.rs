@@ -43,7 +43,14 @@ use versori_operator::versori::models as api;
 use versori_operator::versori::{ClientConfig, SecretValue, VersoriClient};
 
 /// Added to every Versori call by the emulator.
-const LATENCY_MS: u64 = 20;
+/// Milliseconds added to every Versori call: `BENCH_LATENCY_MS`, 20 by default (an API in the
+/// same region); `make bench LATENCY_MS=100` is a SaaS API seen from a cluster.
+fn latency_ms() -> u64 {
+    std::env::var("BENCH_LATENCY_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20)
+}
 /// The operator's project (examples/emulator/seed.yaml) and the baseline's.
 const PROJECT: &str = "01KKBR46SH7JES8AZ14EEAK0CX";
 const BASELINE_PROJECT: &str = "01KKBR46SH7JES8AZ14EEAK0E0";
@@ -432,6 +439,45 @@ fn kube_delta(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>) -> 
         .collect::<Vec<_>>()
         .join("; ");
     (total, text)
+}
+
+/// The operator's kube requests per object of each kind during convergence: requests on the
+/// kind's own resource (and its status) less the bench's creates, with the Secret reads counted
+/// for Connections (the only kind reading Secrets per object; the bench's own Secret creates are
+/// POSTs, not counted here) and events spread over all.
+fn kube_by_kind(
+    before: &BTreeMap<String, u64>,
+    after: &BTreeMap<String, u64>,
+    kinds: [(&str, &str, usize); 3],
+) -> String {
+    let delta = |filter: &dyn Fn(&str) -> bool| -> u64 {
+        after
+            .iter()
+            .filter(|(k, _)| filter(k))
+            .map(|(k, v)| v.saturating_sub(before.get(k).copied().unwrap_or(0)))
+            .sum()
+    };
+    let objects: usize = kinds.iter().map(|(_, _, n)| n).sum();
+    let events = delta(&|k: &str| k.contains(" events"));
+    let secret_reads = delta(&|k: &str| k.starts_with("GET secrets"));
+    let mut parts = Vec::new();
+    for (kind, resource, n) in kinds {
+        let own_creates = n as u64;
+        let mut total = delta(&|k: &str| {
+            let resource_of = k.split(' ').nth(1).unwrap_or("");
+            resource_of == resource || resource_of.starts_with(&format!("{resource}/"))
+        })
+        .saturating_sub(own_creates);
+        if kind == "Connection" {
+            total += secret_reads;
+        }
+        parts.push(format!("{kind} {:.1}", total as f64 / n.max(1) as f64));
+    }
+    parts.push(format!(
+        "events {:.1}",
+        events as f64 / objects.max(1) as f64
+    ));
+    parts.join(", ")
 }
 
 /// Reconciles per kind with their mean duration, errors by reason, and the mean Versori call
@@ -1001,19 +1047,20 @@ async fn run() {
     let limit_cap = max_in_flight();
     report.note(format!(
         "scale {}: {} Systems, {} ProjectSystems, {} Connections; memory phase {} Connections; \
-         {LATENCY_MS} ms added per Versori call; operator VERSORI_OPERATOR_CONCURRENCY={} \
+         {} ms added per Versori call; operator VERSORI_OPERATOR_CONCURRENCY={} \
          VERSORI_MAX_IN_FLIGHT={limit_cap}",
         scale.name,
         scale.systems,
         scale.project_systems,
         scale.connections,
         scale.memory_connections,
+        latency_ms(),
         concurrency(),
     ));
 
     let emulator = Emulator::start(&seed());
     emulator
-        .set_faults(json!({ "latencyMs": LATENCY_MS }))
+        .set_faults(json!({ "latencyMs": latency_ms() }))
         .await;
 
     // 1. Baseline.
@@ -1041,6 +1088,22 @@ async fn run() {
     let namespace = cluster.namespace("bench").await;
     let objects = scale.systems + scale.project_systems + scale.connections;
     if phases.contains("convergence") {
+        // The floor: the same creates into a namespace no operator watches.
+        let floor_namespace = cluster.namespace("bench-floor").await;
+        let floor_world = world(
+            "floor",
+            scale.systems,
+            scale.project_systems,
+            scale.connections,
+        );
+        let floor = apply(&client, &floor_namespace, &floor_world).await;
+        eprintln!("[bench]   apply floor (no operator): {}", secs(floor));
+        report.row(
+            "apply floor: the same creates, no operator running",
+            secs(floor),
+            "",
+            None,
+        );
         eprintln!("[bench] convergence: operator in namespace {namespace}");
         let mut op = Operator::start(
             cluster,
@@ -1144,6 +1207,26 @@ async fn run() {
             None,
         );
         report.row(
+            "convergence: operator kube API requests per object, by kind",
+            kube_by_kind(
+                &kube_before,
+                &kube_after,
+                [
+                    ("System", "systems", scale.systems),
+                    ("ProjectSystem", "projectsystems", scale.project_systems),
+                    ("Connection", "connections", scale.connections),
+                ],
+            ),
+            "",
+            None,
+        );
+        report.row(
+            "convergence: Ready objects seen losing Ready",
+            readiness.flaps(),
+            "0",
+            Some(readiness.flaps() == "0"),
+        );
+        report.row(
             "convergence: operator kube API requests per object",
             format!(
                 "{:.1}",
@@ -1163,11 +1246,11 @@ async fn run() {
         }
         // 3. The limit.
         let limit = Duration::from_secs_f64(
-            calls.total as f64 * LATENCY_MS as f64 / 1000.0 / limit_cap as f64,
+            calls.total as f64 * latency_ms() as f64 / 1000.0 / limit_cap as f64,
         );
         let ratio = total.as_secs_f64() / limit.as_secs_f64();
         report.row(
-            &format!("limit: calls x {LATENCY_MS} ms / {limit_cap} in flight"),
+            &format!("limit: calls x {} ms / {limit_cap} in flight", latency_ms()),
             secs(limit),
             "",
             None,
@@ -1408,7 +1491,7 @@ async fn run() {
         );
         let emulator = Emulator::start(&seed());
         emulator
-            .set_faults(json!({ "latencyMs": LATENCY_MS }))
+            .set_faults(json!({ "latencyMs": latency_ms() }))
             .await;
         let namespace = cluster.namespace("bench-mem").await;
         let mut op = Operator::start(
@@ -1563,7 +1646,10 @@ async fn run() {
     println!("{out}");
     let results = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
         .parent()
-        .map(|p| p.join(format!("bench-{}.txt", scale.name)));
+        .map(|p| match latency_ms() {
+            20 => p.join(format!("bench-{}.txt", scale.name)),
+            ms => p.join(format!("bench-{}-{ms}ms.txt", scale.name)),
+        });
     if let Some(path) = results {
         let _ = std::fs::write(&path, &out);
         eprintln!("[bench] results written to {}", path.display());

@@ -10,6 +10,7 @@ use clap::ArgAction;
 use clap::builder::BoolishValueParser;
 use url::Url;
 
+use crate::controllers::secrets::SecretPolicy;
 use crate::leader::LeaseSettings;
 use crate::telemetry::LogFormat;
 use crate::versori::SecretValue;
@@ -142,7 +143,44 @@ pub struct RunArgs {
         default_value = "10m"
     )]
     pub oauth2_authorization_ttl: String,
+
+    /// Read only Secrets labelled versori.com/credential: "true" (Secrets by consent).
+    #[arg(
+        long,
+        env = "REQUIRE_CREDENTIAL_LABEL",
+        value_name = "BOOL",
+        action = ArgAction::Set,
+        num_args = 0..=1,
+        require_equals = true,
+        default_value_t = false,
+        default_missing_value = "true",
+        value_parser = BoolishValueParser::new(),
+    )]
+    pub require_credential_label: bool,
+
+    /// Comma-separated hosts a Connection's baseUrl or tokenUrl override may name (`*.example.com`
+    /// for subdomains) [default: any host].
+    #[arg(
+        long,
+        env = "ALLOWED_OVERRIDE_HOSTS",
+        value_name = "HOST[,HOST...]",
+        value_delimiter = ','
+    )]
+    pub allowed_override_hosts: Vec<String>,
+
+    /// The Secret (in the operator's namespace, POD_NAMESPACE) holding the key of the credential
+    /// hashes in status; created with a random key when absent.
+    #[arg(
+        long,
+        env = "CREDENTIAL_HASH_KEY_SECRET",
+        value_name = "NAME",
+        default_value = DEFAULT_HASH_KEY_SECRET
+    )]
+    pub credential_hash_key_secret: String,
 }
+
+/// The default `--credential-hash-key-secret`.
+pub const DEFAULT_HASH_KEY_SECRET: &str = "versori-operator-credential-hash-key";
 
 /// A configuration problem; each message is one line naming the variable to fix.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -200,7 +238,7 @@ pub enum ConfigError {
     #[error("POD_NAME (--identity) must be 1 to 100 characters without whitespace")]
     InvalidIdentity,
     #[error(
-        "OAUTH2_CALLBACK_URL `{0}` is not valid: use the public http(s) base URL browsers reach, such as https://versori-operator.example.com"
+        "OAUTH2_CALLBACK_URL `{0}` is not valid: use the public http(s) base URL browsers reach, such as https://versori-operator.example.com, or the full callback URL https://versori-operator.example.com/oauth2/callback, without user name, password, query or fragment"
     )]
     InvalidCallbackUrl(String),
     #[error(
@@ -209,6 +247,12 @@ pub enum ConfigError {
     InvalidCallbackAddr(String),
     #[error("OAUTH2_AUTHORIZATION_TTL `{0}` is not valid: use a duration such as 10m")]
     InvalidAuthorizationTtl(String),
+    #[error(
+        "ALLOWED_OVERRIDE_HOSTS entry `{0}` is not a host name: use names such as api.example.com or *.example.com"
+    )]
+    InvalidOverrideHost(String),
+    #[error("CREDENTIAL_HASH_KEY_SECRET `{0}` is not a valid Secret name")]
+    InvalidHashKeySecret(String),
 }
 
 /// Where the OAuth 2.0 authorization code callback is served and reached.
@@ -240,6 +284,14 @@ pub struct OperatorConfig {
     pub leader_election: Option<LeaseSettings>,
     pub log_format: LogFormat,
     pub oauth2_callback: Option<OAuth2CallbackConfig>,
+    /// The file the token was read from (re-read when it changes).
+    pub token_file: Option<PathBuf>,
+    /// Which Secrets may be read, and where credentials may go.
+    pub secret_policy: SecretPolicy,
+    /// The operator's own namespace (its Lease and hash key Secret live there).
+    pub namespace: String,
+    /// The name of the credential hash key Secret in `namespace`.
+    pub hash_key_secret: String,
 }
 
 impl fmt::Debug for OperatorConfig {
@@ -257,6 +309,10 @@ impl fmt::Debug for OperatorConfig {
             .field("leader_election", &self.leader_election)
             .field("log_format", &self.log_format)
             .field("oauth2_callback", &self.oauth2_callback)
+            .field("token_file", &self.token_file)
+            .field("secret_policy", &self.secret_policy)
+            .field("namespace", &self.namespace)
+            .field("hash_key_secret", &self.hash_key_secret)
             .finish()
     }
 }
@@ -279,6 +335,10 @@ impl RunArgs {
             Some(org) => org.to_owned(),
         };
 
+        let token_file = self
+            .token_file
+            .clone()
+            .filter(|p| !p.as_os_str().is_empty());
         let token = read_token(self.token, self.token_file.as_deref())?;
         let api_url = parse_api_url(&self.api_url)?;
 
@@ -309,6 +369,28 @@ impl RunArgs {
         let metrics_addr = parse_listen_addr(&self.metrics_addr)
             .ok_or_else(|| ConfigError::InvalidMetricsAddr(self.metrics_addr.clone()))?;
 
+        let namespace = match self.lease_namespace.as_deref().map(str::trim) {
+            Some(ns) if !ns.is_empty() => ns.to_owned(),
+            _ => pod_namespace(namespace_file).unwrap_or_else(|| "default".to_owned()),
+        };
+        let mut allowed_override_hosts = Vec::new();
+        for host in self
+            .allowed_override_hosts
+            .iter()
+            .map(|h| h.trim().to_ascii_lowercase())
+            .filter(|h| !h.is_empty())
+        {
+            let bare = host.strip_prefix("*.").unwrap_or(&host);
+            if !is_dns_subdomain(bare) {
+                return Err(ConfigError::InvalidOverrideHost(host));
+            }
+            allowed_override_hosts.push(host);
+        }
+        let hash_key_secret = self.credential_hash_key_secret.trim().to_owned();
+        if !is_dns_subdomain(&hash_key_secret) {
+            return Err(ConfigError::InvalidHashKeySecret(hash_key_secret));
+        }
+
         let leader_election = if self.leader_election {
             let name = self.lease_name.trim();
             if !is_dns_subdomain(name) {
@@ -337,16 +419,7 @@ impl RunArgs {
 
         let oauth2_callback = match self.oauth2_callback_url.as_deref().map(str::trim) {
             Some(public) if !public.is_empty() => {
-                let invalid = || ConfigError::InvalidCallbackUrl(public.to_owned());
-                let mut base = Url::parse(public).map_err(|_| invalid())?;
-                if !matches!(base.scheme(), "http" | "https") || base.host().is_none() {
-                    return Err(invalid());
-                }
-                if !base.path().ends_with('/') {
-                    let path = format!("{}/", base.path());
-                    base.set_path(&path);
-                }
-                let redirect_url = base.join("oauth2/callback").map_err(|_| invalid())?;
+                let redirect_url = parse_callback_url(public)?;
                 let addr = parse_listen_addr(&self.oauth2_callback_addr).ok_or_else(|| {
                     ConfigError::InvalidCallbackAddr(self.oauth2_callback_addr.clone())
                 })?;
@@ -382,6 +455,13 @@ impl RunArgs {
             leader_election,
             log_format: self.log_format,
             oauth2_callback,
+            token_file,
+            secret_policy: SecretPolicy {
+                require_label: self.require_credential_label,
+                allowed_override_hosts,
+            },
+            namespace,
+            hash_key_secret,
         })
     }
 }
@@ -440,9 +520,53 @@ fn io_reason(error: &std::io::Error) -> String {
     }
 }
 
+/// `value` with any userinfo (`user:pass@`) of a URL replaced by `***@`, for messages: a URL's
+/// credentials are never printed. Works on text that does not parse as a URL too.
+pub fn redact_userinfo(value: &str) -> String {
+    let Some(scheme_end) = value.find("://") else {
+        return value.to_owned();
+    };
+    let authority_start = scheme_end + 3;
+    let rest = &value[authority_start..];
+    let authority_len = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_len].rfind('@') {
+        Some(at) => format!(
+            "{}***{}",
+            &value[..authority_start],
+            &value[authority_start + at..]
+        ),
+        None => value.to_owned(),
+    }
+}
+
+/// The redirect URL from `OAUTH2_CALLBACK_URL`: either the public base URL (the callback path is
+/// appended) or the full callback URL ending in `/oauth2/callback`.
+fn parse_callback_url(public: &str) -> Result<Url, ConfigError> {
+    let invalid = || ConfigError::InvalidCallbackUrl(redact_userinfo(public));
+    let mut base = Url::parse(public).map_err(|_| invalid())?;
+    if !matches!(base.scheme(), "http" | "https")
+        || base.host().is_none()
+        || !base.username().is_empty()
+        || base.password().is_some()
+        || base.query().is_some()
+        || base.fragment().is_some()
+    {
+        return Err(invalid());
+    }
+    let path = base.path().trim_end_matches('/');
+    if path.ends_with("/oauth2/callback") {
+        let path = path.to_owned();
+        base.set_path(&path);
+        return Ok(base);
+    }
+    let path = format!("{path}/");
+    base.set_path(&path);
+    base.join("oauth2/callback").map_err(|_| invalid())
+}
+
 fn parse_api_url(value: &str) -> Result<Url, ConfigError> {
     let invalid = |reason: &str| ConfigError::InvalidApiUrl {
-        value: value.to_owned(),
+        value: redact_userinfo(value),
         reason: reason.to_owned(),
     };
     let url = Url::parse(value.trim()).map_err(|e| invalid(&e.to_string()))?;
@@ -461,39 +585,19 @@ fn parse_api_url(value: &str) -> Result<Url, ConfigError> {
     Ok(url)
 }
 
-/// `300` (seconds), or number-unit pairs with units `ms`, `s`, `m`, `h`, `d`: `500ms`, `30s`,
-/// `5m`, `1h30m`. `None` when malformed or overflowing.
+/// `300` (bare seconds), or a duration in jiff's friendly format (`500ms`, `30s`, `5m`, `1h30m`,
+/// `1d`, `2 hours`) or ISO 8601 (`PT5M`); a day counts 24 hours. `None` when malformed, negative
+/// or overflowing.
 pub fn parse_duration(value: &str) -> Option<Duration> {
     let value = value.trim();
-    if value.is_empty() {
-        return None;
-    }
-    if value.bytes().all(|b| b.is_ascii_digit()) {
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
         return value.parse::<u64>().ok().map(Duration::from_secs);
     }
-    let mut total = Duration::ZERO;
-    let mut rest = value;
-    while !rest.is_empty() {
-        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 {
-            return None;
-        }
-        let number: u64 = rest[..digits].parse().ok()?;
-        rest = &rest[digits..];
-        let unit_len = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
-        let unit = &rest[..unit_len];
-        rest = &rest[unit_len..];
-        let part = match unit {
-            "ms" => Duration::from_millis(number),
-            "s" => Duration::from_secs(number),
-            "m" => Duration::from_secs(number.checked_mul(60)?),
-            "h" => Duration::from_secs(number.checked_mul(3600)?),
-            "d" => Duration::from_secs(number.checked_mul(86_400)?),
-            _ => return None,
-        };
-        total = total.checked_add(part)?;
-    }
-    Some(total)
+    let span: jiff::Span = value.parse().ok()?;
+    let signed = span
+        .to_duration(jiff::SpanRelativeTo::days_are_24_hours())
+        .ok()?;
+    Duration::try_from(signed).ok()
 }
 
 /// `host:port`, `[v6]:port`, or `:port` (all interfaces).
@@ -581,7 +685,44 @@ mod tests {
             oauth2_callback_url: None,
             oauth2_callback_addr: "0.0.0.0:8081".to_owned(),
             oauth2_authorization_ttl: "10m".to_owned(),
+            require_credential_label: false,
+            allowed_override_hosts: Vec::new(),
+            credential_hash_key_secret: DEFAULT_HASH_KEY_SECRET.to_owned(),
         }
+    }
+
+    #[test]
+    fn secret_policy_settings() {
+        let config = args()
+            .into_config_with(Path::new("/nonexistent"))
+            .expect("valid");
+        assert_eq!(config.secret_policy, SecretPolicy::default());
+        assert_eq!(config.namespace, "default");
+        assert_eq!(config.hash_key_secret, DEFAULT_HASH_KEY_SECRET);
+        let config = RunArgs {
+            require_credential_label: true,
+            allowed_override_hosts: vec![" API.example.com ".into(), "*.auth.example.com".into()],
+            lease_namespace: Some("ops".into()),
+            ..args()
+        }
+        .into_config_with(Path::new("/nonexistent"))
+        .expect("valid");
+        assert!(config.secret_policy.require_label);
+        assert_eq!(
+            config.secret_policy.allowed_override_hosts,
+            vec![
+                "api.example.com".to_owned(),
+                "*.auth.example.com".to_owned()
+            ]
+        );
+        assert_eq!(config.namespace, "ops");
+        assert!(matches!(
+            error_of(RunArgs {
+                allowed_override_hosts: vec!["https://x.example.com/".into()],
+                ..args()
+            }),
+            ConfigError::InvalidOverrideHost(_)
+        ));
     }
 
     #[test]
@@ -599,9 +740,53 @@ mod tests {
             "https://operator.example.com/base/oauth2/callback"
         );
         assert_eq!(callback.ttl, Duration::from_secs(600));
-        let mut bad = args();
-        bad.oauth2_callback_url = Some("not a url".into());
-        assert!(matches!(error_of(bad), ConfigError::InvalidCallbackUrl(_)));
+        for (given, redirect) in [
+            (
+                "https://operator.example.com",
+                "https://operator.example.com/oauth2/callback",
+            ),
+            (
+                "https://operator.example.com/",
+                "https://operator.example.com/oauth2/callback",
+            ),
+            (
+                "https://operator.example.com/oauth2/callback",
+                "https://operator.example.com/oauth2/callback",
+            ),
+            (
+                "https://operator.example.com/oauth2/callback/",
+                "https://operator.example.com/oauth2/callback",
+            ),
+            (
+                "https://operator.example.com/base/oauth2/callback",
+                "https://operator.example.com/base/oauth2/callback",
+            ),
+        ] {
+            let mut with = args();
+            with.oauth2_callback_url = Some(given.into());
+            let callback = config(with)
+                .ok()
+                .and_then(|c| c.oauth2_callback)
+                .expect("a callback");
+            assert_eq!(callback.redirect_url.as_str(), redirect, "{given}");
+        }
+        for bad_url in [
+            "not a url",
+            "ftp://operator.example.com/",
+            "https://user:pass@operator.example.com/",
+            "https://user@operator.example.com/",
+            "https://operator.example.com/?a=b",
+            "https://operator.example.com/#x",
+        ] {
+            let mut bad = args();
+            bad.oauth2_callback_url = Some(bad_url.into());
+            let error = error_of(bad);
+            assert!(
+                matches!(error, ConfigError::InvalidCallbackUrl(_)),
+                "{bad_url}"
+            );
+            assert!(!error.to_string().contains("pass@"), "{error}");
+        }
         let mut bad = args();
         bad.oauth2_callback_url = Some("https://operator.example.com".into());
         bad.oauth2_authorization_ttl = "0s".into();
@@ -756,6 +941,10 @@ mod tests {
                 error.to_string().starts_with("VERSORI_API_URL `"),
                 "{error}"
             );
+            assert!(
+                !error.to_string().contains("u:p"),
+                "userinfo printed: {error}"
+            );
         }
         let config = RunArgs {
             api_url: "http://127.0.0.1:9999".to_owned(),
@@ -767,6 +956,18 @@ mod tests {
     }
 
     #[test]
+    fn userinfo_is_never_printed() {
+        assert_eq!(
+            redact_userinfo("https://user:pass@host.example/p@th?q=a@b"),
+            "https://***@host.example/p@th?q=a@b"
+        );
+        assert_eq!(redact_userinfo("https://u@h/"), "https://***@h/");
+        assert_eq!(redact_userinfo("https://h/x@y"), "https://h/x@y");
+        assert_eq!(redact_userinfo("not a url"), "not a url");
+        assert_eq!(redact_userinfo("x://a:b@c"), "x://***@c");
+    }
+
+    #[test]
     fn durations() {
         assert_eq!(parse_duration("30s"), Some(Duration::from_secs(30)));
         assert_eq!(parse_duration("5m"), Some(Duration::from_secs(300)));
@@ -775,16 +976,11 @@ mod tests {
         assert_eq!(parse_duration("1m30s"), Some(Duration::from_secs(90)));
         assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
         assert_eq!(parse_duration("1d"), Some(Duration::from_secs(86_400)));
-        for bad in [
-            "",
-            "5x",
-            "m",
-            "5 m",
-            "-5s",
-            "1.5m",
-            "s5",
-            "99999999999999999999s",
-        ] {
+        assert_eq!(parse_duration("5 m"), Some(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1.5m"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_duration("2 hours"), Some(Duration::from_secs(7200)));
+        assert_eq!(parse_duration("PT5M"), Some(Duration::from_secs(300)));
+        for bad in ["", "5x", "m", "-5s", "s5", "99999999999999999999s"] {
             assert_eq!(parse_duration(bad), None, "{bad:?}");
         }
         let error = error_of(RunArgs {

@@ -81,12 +81,6 @@ impl LeaseSettings {
         self
     }
 
-    /// Sets the drain timeout.
-    pub fn with_drain_timeout(mut self, drain_timeout: Duration) -> Self {
-        self.drain_timeout = drain_timeout;
-        self
-    }
-
     /// Checks what kube-lease-manager would otherwise panic on or misbehave with.
     pub fn validate(&self) -> Result<(), LeaderError> {
         let invalid = |reason: String| Err(LeaderError::InvalidSettings(reason));
@@ -150,7 +144,7 @@ pub enum LeaderError {
 
 fn lease_manager_message(error: &LeaseManagerError) -> String {
     match error {
-        LeaseManagerError::KubeError(kube) => crate::operator::kube_error_message(kube),
+        LeaseManagerError::KubeError(kube) => crate::util::kube_error_message(kube),
         other => other.to_string(),
     }
 }
@@ -166,7 +160,7 @@ where
     Fut: Future<Output = Result<(), E>>,
     E: std::error::Error + Send + Sync + 'static,
 {
-    run_as_leader_until(client, lease, crate::operator::shutdown_signal(), work).await
+    run_as_leader_until(client, lease, crate::util::shutdown_signal(), work).await
 }
 
 /// Like [`run_as_leader`], with `stop` in place of the process signals (it plays the part of
@@ -387,7 +381,7 @@ async fn fence(api: Api<Lease>, lease: LeaseSettings) -> String {
                 }
             }
             Ok(Err(error)) => {
-                debug!(error = %crate::operator::kube_error_message(&error), "cannot read the Lease");
+                debug!(error = %crate::util::kube_error_message(&error), "cannot read the Lease");
             }
             Err(_) => {}
         }

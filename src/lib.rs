@@ -8,4 +8,5 @@ pub mod reference;
 pub mod resources;
 pub mod server;
 pub mod telemetry;
+pub mod util;
 pub mod versori;

@@ -74,6 +74,7 @@ pub struct Metrics {
     reconciles_in_flight: Family<KindLabels, Gauge>,
     api_requests: Family<ApiCallLabels, Counter>,
     api_request_duration: HistogramFamily<OperationLabels>,
+    token_refused: Gauge,
 }
 
 impl fmt::Debug for Metrics {
@@ -134,8 +135,16 @@ impl Metrics {
             api_request_duration.clone(),
         );
 
+        let token_refused = Gauge::default();
+        registry.register(
+            "versori_operator_api_token_refused",
+            "1 while Versori refuses the API token (HTTP 401) and every Versori call is paused, else 0",
+            token_refused.clone(),
+        );
+
         Self {
             registry,
+            token_refused,
             reconciliations,
             reconcile_errors,
             reconcile_duration,
@@ -196,6 +205,11 @@ impl Metrics {
     pub fn versori_call_observer(self: &Arc<Self>) -> CallObserver {
         let metrics = Arc::clone(self);
         Arc::new(move |record: &CallRecord| metrics.observe_versori_call(record))
+    }
+
+    /// Records whether Versori refuses the API token (the 401 breaker is open).
+    pub fn set_token_refused(&self, refused: bool) {
+        self.token_refused.set(i64::from(refused));
     }
 
     /// Every series as OpenMetrics text (ends with `# EOF`); serve it with
@@ -280,7 +294,14 @@ mod tests {
     #[test]
     fn every_family_is_described_once_it_has_a_series() {
         let empty = Metrics::new().render();
-        assert_eq!(empty, "# EOF\n", "empty families are not rendered");
+        assert_eq!(
+            empty
+                .lines()
+                .filter(|l| !l.starts_with('#'))
+                .collect::<Vec<_>>(),
+            vec!["versori_operator_api_token_refused 0"],
+            "empty families are not rendered; the token gauge always is: {empty}"
+        );
 
         let metrics = Arc::new(Metrics::new());
         metrics.init_kind("System");
@@ -302,6 +323,7 @@ mod tests {
             "versori_operator_reconciles_in_flight",
             "versori_api_requests",
             "versori_api_request_duration_seconds",
+            "versori_operator_api_token_refused",
         ] {
             assert!(
                 text.contains(&format!("# TYPE {name} ")),
@@ -309,6 +331,11 @@ mod tests {
             );
         }
         assert!(text.ends_with("# EOF\n"), "{text}");
+        metrics.set_token_refused(true);
+        assert_eq!(
+            line_value(&metrics.render(), "versori_operator_api_token_refused").as_deref(),
+            Some("1")
+        );
     }
 
     #[test]

@@ -10,9 +10,13 @@ use std::time::Duration;
 use kube::api::ListParams;
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
-use tracing::{error, info, warn};
+use tokio_util::task::AbortOnDropHandle;
+use tracing::{info, warn};
+
+pub use crate::util::{kube_error_message, shutdown_signal};
 
 use crate::config::OperatorConfig;
+use crate::controllers::secrets::{SecretSettings, load_or_create_hash_key};
 use crate::controllers::{
     Context, ControllerSettings, OAuth2Settings, oauth2_callback, run_controllers,
 };
@@ -56,79 +60,14 @@ pub enum RunError {
         scope: String,
         message: String,
     },
+    #[error("{0}")]
+    HashKey(String),
     #[error("cannot build the Versori API client: {0}")]
     VersoriClient(String),
     #[error("the controllers failed: {0}")]
     Controllers(String),
     #[error("{0}")]
     Leader(#[from] LeaderError),
-}
-
-/// A kube error as one line: for API errors the apiserver's message and code, never a Debug dump.
-pub(crate) fn kube_error_message(error: &kube::Error) -> String {
-    let text = match error {
-        kube::Error::Api(status) => {
-            let message = if status.message.is_empty() {
-                status.reason.clone()
-            } else {
-                status.message.clone()
-            };
-            format!("{message} (HTTP {})", status.code)
-        }
-        other => {
-            // The source chain says what really happened ("Connection refused", a TLS problem).
-            let mut text = other.to_string();
-            let mut source = std::error::Error::source(other);
-            while let Some(cause) = source {
-                let cause_text = cause.to_string();
-                if !text.contains(&cause_text) {
-                    text.push_str(": ");
-                    text.push_str(&cause_text);
-                }
-                source = cause.source();
-            }
-            text
-        }
-    };
-    text.replace(['\n', '\r'], " ")
-}
-
-/// A future that resolves on the first SIGTERM or SIGINT (Ctrl-C).
-///
-/// The handlers are installed when this function is called (inside the Tokio runtime), not when
-/// the future is first polled, so a signal arriving in between is not lost.
-pub fn shutdown_signal() -> impl Future<Output = ()> + Send + Sync + 'static {
-    #[cfg(unix)]
-    let streams = {
-        use tokio::signal::unix::{SignalKind, signal};
-        match (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) {
-            (Ok(terminate), Ok(interrupt)) => Some((terminate, interrupt)),
-            (Err(error), _) | (_, Err(error)) => {
-                warn!(%error, "cannot listen for SIGTERM; only Ctrl-C stops the operator");
-                None
-            }
-        }
-    };
-    async move {
-        #[cfg(unix)]
-        if let Some((mut terminate, mut interrupt)) = streams {
-            tokio::select! {
-                _ = terminate.recv() => info!(signal = "SIGTERM", "shutting down"),
-                _ = interrupt.recv() => info!(signal = "SIGINT", "shutting down"),
-            }
-            return;
-        }
-        match tokio::signal::ctrl_c().await {
-            Ok(()) => info!(signal = "SIGINT", "shutting down"),
-            Err(error) => {
-                error!(%error, "cannot listen for Ctrl-C; the operator stops only when killed");
-                std::future::pending::<()>().await;
-            }
-        }
-    }
 }
 
 /// Lists one object of `K` in each scope, to tell a missing CRD or missing RBAC apart from the
@@ -276,17 +215,34 @@ async fn run_with_endpoint(
     )
     .await?;
 
-    let versori = VersoriClient::new(
-        ClientConfig::new(
-            config.api_url.clone(),
-            config.organisation.clone(),
-            config.token.clone(),
-        )
-        .with_observer(metrics.versori_call_observer())
-        .with_max_in_flight(config.versori_max_in_flight)
-        .with_read_retries(2),
+    let hash_key =
+        load_or_create_hash_key(client.clone(), &config.namespace, &config.hash_key_secret)
+            .await
+            .map_err(|e| RunError::HashKey(e.to_string()))?;
+    let secret_settings = SecretSettings {
+        policy: config.secret_policy.clone(),
+        hash_key,
+    };
+
+    let breaker_metrics = Arc::clone(&metrics);
+    let breaker_health = Arc::clone(&health);
+    let mut client_config = ClientConfig::new(
+        config.api_url.clone(),
+        config.organisation.clone(),
+        config.token.clone(),
     )
-    .map_err(|e| RunError::VersoriClient(e.to_string().replace(['\n', '\r'], " ")))?;
+    .with_observer(metrics.versori_call_observer())
+    .with_breaker_observer(Arc::new(move |refused| {
+        breaker_metrics.set_token_refused(refused);
+        breaker_health.set_token_refused(refused);
+    }))
+    .with_max_in_flight(config.versori_max_in_flight)
+    .with_read_retries(2);
+    if let Some(path) = &config.token_file {
+        client_config = client_config.with_token_file(path.clone());
+    }
+    let versori = VersoriClient::new(client_config)
+        .map_err(|e| RunError::VersoriClient(e.to_string().replace(['\n', '\r'], " ")))?;
 
     let oauth2 = config.oauth2_callback.as_ref().map(|c| OAuth2Settings {
         redirect_url: c.redirect_url.to_string(),
@@ -296,9 +252,9 @@ async fn run_with_endpoint(
         watch_namespaces: config.watch_namespaces.clone(),
         concurrency: config.concurrency,
         resync_interval: config.resync_interval,
-        versori_max_in_flight: config.versori_max_in_flight,
         label_selector: config.watch_label_selector.clone(),
         oauth2: oauth2.clone(),
+        secret_settings: secret_settings.clone(),
     };
 
     // The OAuth 2.0 callback runs on every replica, leader or not: a browser may reach any.
@@ -310,21 +266,39 @@ async fn run_with_endpoint(
                     addr: callback.addr,
                     reason: e.to_string(),
                 })?;
-            info!(addr = %callback.addr, redirect_url = %callback.redirect_url, "serving the OAuth 2.0 callback");
-            let ctx = Arc::new(Context::new(
-                client.clone(),
-                versori.clone(),
-                Arc::clone(&metrics),
-                config.resync_interval,
-                config.concurrency,
-                oauth2,
-            ));
-            Some(AbortOnDrop(tokio::spawn(oauth2_callback::serve(
-                listener,
-                ctx,
-                config.watch_namespaces.clone(),
-                std::future::pending(),
-            ))))
+            info!(
+                addr = %callback.addr,
+                redirect_url = %callback.redirect_url,
+                "serving the OAuth 2.0 callback: register {} as the redirect URL with the provider",
+                callback.redirect_url
+            );
+            if callback.redirect_url.scheme() == "http"
+                && !callback
+                    .redirect_url
+                    .host_str()
+                    .is_some_and(|h| h == "localhost" || h == "127.0.0.1" || h == "[::1]")
+            {
+                warn!(redirect_url = %callback.redirect_url, "OAUTH2_CALLBACK_URL is plain http: authorization codes would cross the network unencrypted; use https");
+            }
+            let ctx = Arc::new(
+                Context::new(
+                    client.clone(),
+                    versori.clone(),
+                    Arc::clone(&metrics),
+                    config.resync_interval,
+                    config.concurrency,
+                    oauth2,
+                )
+                .with_secret_settings(secret_settings),
+            );
+            Some(AbortOnDropHandle::new(tokio::spawn(
+                oauth2_callback::serve(
+                    listener,
+                    ctx,
+                    config.watch_namespaces.clone(),
+                    std::future::pending(),
+                ),
+            )))
         }
         None => None,
     };
@@ -351,14 +325,5 @@ async fn run_with_endpoint(
                 other => RunError::Leader(other),
             })
         }
-    }
-}
-
-/// Stops a background task when dropped.
-struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
-
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }

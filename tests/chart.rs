@@ -443,15 +443,31 @@ fn rendering_follows_the_values() {
     assert_eq!(container["resources"]["requests"]["cpu"], "50m");
     assert_eq!(container["resources"]["requests"]["memory"], "64Mi");
     assert_eq!(container["resources"]["limits"]["memory"], "128Mi");
-    assert!(of_kind(&docs, "Secret").is_empty());
+    // Only the credential hash key Secret, and only the Role that reads it.
+    let secrets = of_kind(&docs, "Secret");
+    assert_eq!(secrets.len(), 1, "{secrets:?}");
+    assert!(
+        secrets[0]["metadata"]["name"]
+            .as_str()
+            .is_some_and(|n| n.ends_with("-credential-hash-key"))
+    );
     assert!(of_kind(&docs, "PodDisruptionBudget").is_empty());
-    assert!(of_kind(&docs, "Role").is_empty());
+    let roles = of_kind(&docs, "Role");
+    assert_eq!(roles.len(), 1, "{roles:?}");
+    assert!(
+        roles[0]["metadata"]["name"]
+            .as_str()
+            .is_some_and(|n| n.ends_with("-hash-key"))
+    );
     assert!(grants_secrets(&of_kind(&docs, "ClusterRole")));
     assert_eq!(of_kind(&docs, "ServiceMonitor").len(), 0);
 
     // The chart's own token Secret, mounted as a file.
     let docs = render("vo", "versori-system", "versori:\n  token: s3cr3t\n");
-    let secret = one_of_kind(&docs, "Secret");
+    let secret = of_kind(&docs, "Secret")
+        .into_iter()
+        .find(|s| s["metadata"]["name"] == "vo-versori-operator-api-token")
+        .expect("the token Secret");
     assert_eq!(secret["data"]["token"], "czNjcjN0");
     let container = operator_container(&docs);
     let path = env_value(container, "VERSORI_API_TOKEN_FILE").expect("VERSORI_API_TOKEN_FILE");
@@ -469,7 +485,12 @@ fn rendering_follows_the_values() {
         "versori-system",
         "versori:\n  token: ignored\n  existingSecret: mine\n  existingSecretKey: apiToken\n",
     );
-    assert!(of_kind(&docs, "Secret").is_empty());
+    assert!(
+        of_kind(&docs, "Secret")
+            .iter()
+            .all(|s| s["metadata"]["name"] == "vo-versori-operator-credential-hash-key"),
+        "no token Secret of the chart's own"
+    );
     let volume = &one_of_kind(&docs, "Deployment")["spec"]["template"]["spec"]["volumes"][0];
     assert_eq!(volume["secret"]["secretName"], "mine");
     assert_eq!(volume["secret"]["items"][0]["key"], "apiToken");
@@ -491,6 +512,122 @@ fn rendering_follows_the_values() {
         one_of_kind(&docs, "Deployment")["spec"]["strategy"]["type"],
         "RollingUpdate"
     );
+}
+
+#[test]
+fn network_policy_allows_only_the_callback_metrics_dns_apiserver_and_versori() {
+    let docs = render("vo", "ops", "versori:\n  organisationId: o\n");
+    assert!(of_kind(&docs, "NetworkPolicy").is_empty(), "off by default");
+    let docs = render(
+        "vo",
+        "ops",
+        "versori:\n  organisationId: o\nnetworkPolicy:\n  enabled: true\n  metricsFrom: [{namespaceSelector: {matchLabels: {team: monitoring}}}]\n  versoriCidrs: [203.0.113.0/24]\noauth2Callback:\n  publicUrl: https://operator.example.com\n",
+    );
+    let policy = one_of_kind(&docs, "NetworkPolicy");
+    let spec = &policy["spec"];
+    assert_eq!(
+        spec["podSelector"]["matchLabels"]["app.kubernetes.io/instance"],
+        "vo"
+    );
+    assert_eq!(
+        spec["policyTypes"],
+        serde_json::json!(["Ingress", "Egress"])
+    );
+    let ingress = spec["ingress"].as_array().expect("ingress rules");
+    assert_eq!(ingress.len(), 2, "{ingress:?}");
+    assert_eq!(ingress[0]["ports"][0]["port"], 8081);
+    assert!(ingress[0].get("from").is_none(), "the callback is public");
+    assert_eq!(ingress[1]["ports"][0]["port"], 8080);
+    assert_eq!(
+        ingress[1]["from"][0]["namespaceSelector"]["matchLabels"]["team"],
+        "monitoring"
+    );
+    let egress = spec["egress"].as_array().expect("egress rules");
+    let ports: Vec<i64> = egress
+        .iter()
+        .flat_map(|r| r["ports"].as_array().cloned().unwrap_or_default())
+        .filter_map(|p| p["port"].as_i64())
+        .collect();
+    assert_eq!(ports, vec![53, 53, 443, 6443, 443]);
+    assert_eq!(egress[2]["to"][0]["ipBlock"]["cidr"], "203.0.113.0/24");
+
+    // Without the callback, no ingress to its port; without metricsFrom, none to metrics.
+    let docs = render(
+        "vo",
+        "ops",
+        "versori:\n  organisationId: o\nnetworkPolicy:\n  enabled: true\n",
+    );
+    let policy = one_of_kind(&docs, "NetworkPolicy");
+    assert!(
+        policy["spec"]["ingress"]
+            .as_array()
+            .is_none_or(|rules| rules.is_empty()),
+        "{policy:?}"
+    );
+}
+
+#[test]
+fn the_credential_settings_reach_the_container() {
+    let docs = render(
+        "vo",
+        "ops",
+        "versori:\n  organisationId: o\ncredentials:\n  requireLabel: true\n  allowedOverrideHosts: [api.example.com, \"*.auth.example.com\"]\n",
+    );
+    let container = operator_container(&docs);
+    assert_eq!(
+        env_value(container, "REQUIRE_CREDENTIAL_LABEL").as_deref(),
+        Some("true")
+    );
+    assert_eq!(
+        env_value(container, "ALLOWED_OVERRIDE_HOSTS").as_deref(),
+        Some("api.example.com,*.auth.example.com")
+    );
+    assert_eq!(
+        env_value(container, "CREDENTIAL_HASH_KEY_SECRET").as_deref(),
+        Some("vo-versori-operator-credential-hash-key")
+    );
+    let secrets = of_kind(&docs, "Secret");
+    let key = secrets
+        .iter()
+        .find(|s| s["metadata"]["name"] == "vo-versori-operator-credential-hash-key")
+        .expect("the hash key Secret");
+    assert_eq!(
+        key["metadata"]["annotations"]["helm.sh/resource-policy"],
+        "keep"
+    );
+    assert!(key["data"]["key"].as_str().is_some_and(|k| k.len() >= 64));
+    // An existing key Secret: not rendered, and the Role reads only it.
+    let docs = render(
+        "vo",
+        "ops",
+        "versori:\n  organisationId: o\ncredentials:\n  hashKeySecret: my-key\n",
+    );
+    assert!(
+        of_kind(&docs, "Secret")
+            .iter()
+            .all(|s| s["metadata"]["name"] != "my-key")
+    );
+    let role = of_kind(&docs, "Role")
+        .into_iter()
+        .find(|r| r["metadata"]["name"] == "vo-versori-operator-hash-key")
+        .expect("the hash key Role");
+    assert_eq!(
+        role["rules"][0]["resourceNames"],
+        serde_json::json!(["my-key"])
+    );
+    assert_eq!(role["rules"][0]["verbs"], serde_json::json!(["get"]));
+    assert!(matches!(
+        helm_command(&[
+            "template",
+            "vo",
+            &chart_dir().to_string_lossy(),
+            "--set",
+            "credentials.allowedOverrideHosts[0]=https://bad/"
+        ])
+        .output()
+        .map(|o| o.status.success()),
+        Ok(false)
+    ));
 }
 
 #[test]
@@ -645,13 +782,21 @@ async fn renders_are_accepted_by_the_apiserver() {
         &release_ns,
         &format!("watchNamespaces: [{team_a}, {team_b}]\n"),
     );
-    let roles = of_kind(&docs, "Role");
+    // The watch Roles, plus the one reading only the hash key Secret in the release namespace.
+    let roles: Vec<&Value> = of_kind(&docs, "Role")
+        .into_iter()
+        .filter(|r| {
+            !r["metadata"]["name"]
+                .as_str()
+                .is_some_and(|n| n.ends_with("-hash-key"))
+        })
+        .collect();
     let role_namespaces: Vec<&str> = roles
         .iter()
         .map(|r| r["metadata"]["namespace"].as_str().unwrap())
         .collect();
     assert_eq!(role_namespaces, [team_a.as_str(), team_b.as_str()]);
-    assert_eq!(of_kind(&docs, "RoleBinding").len(), 2);
+    assert_eq!(of_kind(&docs, "RoleBinding").len(), 3);
     assert!(grants_secrets(&roles));
     assert!(
         !grants_secrets(&of_kind(&docs, "ClusterRole")),
@@ -731,7 +876,9 @@ async fn helm_install_creates_the_objects() {
     let release = "vo";
     let chart = chart_dir();
     let kubeconfig = cluster.kubeconfig.to_string_lossy().into_owned();
-    let values = values_file("versori:\n  organisationId: test-org\n  token: not-a-real-token\n");
+    let values = values_file(
+        "versori:\n  organisationId: test-org\n  token: not-a-real-token\nnetworkPolicy:\n  enabled: true\n  metricsFrom: [{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: monitoring}}}]\noauth2Callback:\n  publicUrl: https://operator.example.com\n",
+    );
     let output = helm(&[
         "install",
         release,
@@ -758,7 +905,10 @@ async fn helm_install_creates_the_objects() {
         ("deployment", fullname.to_owned()),
         ("serviceaccount", fullname.to_owned()),
         ("secret", format!("{fullname}-api-token")),
+        ("secret", format!("{fullname}-credential-hash-key")),
+        ("role", format!("{fullname}-hash-key")),
         ("service", format!("{fullname}-metrics")),
+        ("networkpolicy", fullname.to_owned()),
     ] {
         common::assert_success(&cluster.kubectl(&["-n", &namespace, "get", kind, &name]));
     }

@@ -56,6 +56,16 @@ fn create_cases() -> Vec<(&'static str, String, &'static str)> {
             "must be an absolute http or https URL",
         ),
         (
+            "system base URL with userinfo",
+            system("  domain: d\n  templateBaseUrl: https://user:pass@api.example.com/\n"),
+            "must not contain a user name or password",
+        ),
+        (
+            "system base URL with a user name only",
+            system("  domain: d\n  templateBaseUrl: https://user@api.example.com/\n"),
+            "must not contain a user name or password",
+        ),
+        (
             "auth scheme of an unknown type",
             system_with_scheme("    - { id: s, type: saml }\n"),
             "Unsupported value: \"saml\"",
@@ -253,6 +263,13 @@ fn create_cases() -> Vec<(&'static str, String, &'static str)> {
                 "  projectSystemRef: { name: t }\n  baseUrl: example.com/api\n  credentials: { bypass: true }\n",
             ),
             "must be an absolute http or https URL",
+        ),
+        (
+            "connection token URL with userinfo",
+            connection(
+                "  projectSystemRef: { name: t }\n  credentials:\n    oauth2ClientCredentials:\n      clientId: c\n      clientSecretSecretKeyRef: { name: s, key: secret }\n      tokenUrl: https://u:p@auth.example.com/token\n",
+            ),
+            "must not contain a user name or password",
         ),
         (
             "unknown credential kind",

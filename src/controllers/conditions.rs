@@ -47,8 +47,15 @@ pub enum Reason {
     // The user's to fix
     /// A referenced Secret or key does not exist.
     SecretNotFound,
-    /// A Secret value is not usable (not UTF-8 text).
+    /// A Secret value is not usable (not UTF-8 text, or a line break where none may be).
     InvalidSecret,
+    /// A Secret of a type that never holds credentials (a service account token, a docker
+    /// config) is named.
+    SecretTypeRefused,
+    /// Only Secrets labelled `versori.com/credential: "true"` may be read, and this one is not.
+    SecretNotLabelled,
+    /// A URL override names a host outside the allowed list.
+    HostNotAllowed,
     /// The template needs a credential the Connection does not give.
     MissingCredential,
     /// The System has no auth scheme named by `spec.authSchemeConfigId`.
@@ -123,6 +130,9 @@ impl Reason {
             AuthorizationRequired => Health::Suspended,
             SecretNotFound
             | InvalidSecret
+            | SecretTypeRefused
+            | SecretNotLabelled
+            | HostNotAllowed
             | MissingCredential
             | AuthSchemeNotFound
             | ProjectNotFound

@@ -12,7 +12,7 @@ use super::context::Context;
 use super::error::Error;
 use super::listings::environment_key;
 use super::reconciler::{self, External, KubeOps, Managed, Reconciling};
-use super::secrets::{SecretReader, hash_secrets};
+use super::secrets::{CredentialHashKey, SecretReader, hash_secrets};
 use super::watches::{RefIndex, outside_shard};
 use super::{Shutdown, Watches};
 use crate::resources::common::{CommonStatus, DeletionPolicy};
@@ -92,8 +92,9 @@ impl External for Connection {
         let credential = match select_credential(self.spec.credentials.as_ref(), &template)? {
             Selected::AuthorizationCode => Wanted::AuthorizationCode,
             Selected::Send(kind) => {
-                let credential = read_credential(kind, &mut rc.secrets()).await?;
-                let hash = credential.hash(&rc.uid());
+                rc.ctx.secret_settings.policy.check_overrides(self)?;
+                let credential = read_credential(kind, &mut rc.secrets().single_line()).await?;
+                let hash = credential.hash(&rc.ctx.secret_settings.hash_key, &rc.uid());
                 Wanted::Send { credential, hash }
             }
         };
@@ -594,7 +595,7 @@ impl Desired {
     }
 
     /// What status keeps of the credential: a salted hash over everything sent.
-    fn hash(&self, salt: &str) -> String {
+    fn hash(&self, key: &CredentialHashKey, salt: &str) -> String {
         let kind = self.credential_type().as_str();
         let scopes;
         let parts: Vec<(&str, &str)> = match self {
@@ -643,7 +644,7 @@ impl Desired {
                 ]
             }
         };
-        hash_secrets(salt, parts)
+        hash_secrets(Some(key), salt, parts)
     }
 
     /// The credential as Versori takes it, carrying the template's auth scheme.
@@ -726,7 +727,7 @@ fn clear_authorization(status: &mut ConnectionStatus) {
 /// SHA-256 of an authorization state, as status keeps it: the callback looks a state up by it,
 /// and status never shows the state itself.
 pub fn state_hash(state: &str) -> String {
-    hash_secrets("oauth2-state", [("state", state)])
+    hash_secrets(None, "oauth2-state", [("state", state)])
 }
 
 /// The in-cluster authorization code flow, before a connection exists: starts an authorization

@@ -13,6 +13,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use super::OAuth2Settings;
 use super::listings::Listings;
 use super::marker::Attempter;
+use super::secrets::SecretSettings;
 use super::watches::Readiness;
 use crate::metrics::Metrics;
 use crate::resources::{ProjectSystem, System};
@@ -38,6 +39,8 @@ pub struct Context {
     pub oauth2: Option<OAuth2Settings>,
     /// Who this process is in create attempts (the pod name, and this process).
     pub attempter: Attempter,
+    /// Which Secrets may be read, and the credential hash key.
+    pub secret_settings: SecretSettings,
     backoffs: Mutex<HashMap<String, ExponentialBackoff>>,
     /// The resourceVersion of the operator's last write to each object (by UID), until the
     /// cache shows it.
@@ -94,6 +97,7 @@ impl Context {
             metrics,
             resync_interval,
             oauth2,
+            secret_settings: SecretSettings::default(),
             backoffs: Mutex::new(HashMap::new()),
             written: Mutex::new(HashMap::new()),
             concurrency: concurrency.max(1),
@@ -140,6 +144,12 @@ impl Context {
                 .project_systems
                 .get(&ObjectRef::new(name).within(namespace)),
         )
+    }
+
+    /// Sets the Secret policy and the credential hash key.
+    pub fn with_secret_settings(mut self, settings: SecretSettings) -> Self {
+        self.secret_settings = settings;
+        self
     }
 
     /// The next retry delay for a failing object: exponential from 1 s to 60 s with jitter

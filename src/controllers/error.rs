@@ -18,6 +18,10 @@ pub enum Error {
     /// A referenced Secret does not exist.
     #[error("Secret {name:?} was not found in this namespace")]
     SecretNotFound { name: String },
+    /// A Secret the operator may not read or send (its type, the consent label, a line break in
+    /// a value, a host outside the allow-list); the message names the Secret and key.
+    #[error("{message}")]
+    InvalidSecret { reason: Reason, message: String },
     /// A value in a Secret is not UTF-8 text.
     #[error("key {key:?} of Secret {name:?} is not UTF-8 text")]
     SecretNotText { name: String, key: String },
@@ -116,6 +120,7 @@ impl Error {
                 Reason::SecretNotFound
             }
             Error::SecretNotText { .. } => Reason::InvalidSecret,
+            Error::InvalidSecret { reason, .. } => *reason,
             Error::MissingCredential(_) => Reason::MissingCredential,
             Error::AuthorizationRequired(_) => Reason::AuthorizationRequired,
             Error::Waiting { reason, .. } | Error::Unsatisfiable { reason, .. } => *reason,
@@ -146,6 +151,7 @@ impl Error {
             Error::SecretKeyNotFound { .. }
                 | Error::SecretNotFound { .. }
                 | Error::SecretNotText { .. }
+                | Error::InvalidSecret { .. }
                 | Error::MissingCredential(_)
                 | Error::AuthorizationRequired(_)
                 | Error::Waiting { .. }

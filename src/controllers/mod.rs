@@ -6,6 +6,7 @@ pub mod conditions;
 pub mod connection;
 pub mod context;
 pub mod error;
+pub mod events;
 pub mod listings;
 pub mod marker;
 pub mod oauth2_callback;
@@ -42,12 +43,12 @@ pub struct ControllerSettings {
     pub concurrency: u16,
     /// How often a Ready object is read back from Versori to restore drift (with jitter).
     pub resync_interval: Duration,
-    /// The most Versori requests in flight at once (applied to the client by the caller).
-    pub versori_max_in_flight: usize,
     /// Only resources with these labels are watched (sharding several operators by label).
     pub label_selector: Option<String>,
     /// The in-cluster OAuth 2.0 authorization code flow, when a callback URL is configured.
     pub oauth2: Option<OAuth2Settings>,
+    /// Which Secrets may be read, and the credential hash key.
+    pub secret_settings: secrets::SecretSettings,
 }
 
 /// The in-cluster OAuth 2.0 authorization code flow.
@@ -85,14 +86,17 @@ pub async fn run_controllers(
     shutdown: Pin<Box<dyn Future<Output = ()> + Send + Sync>>,
 ) -> Result<(), Error> {
     let shutdown: Shutdown = shutdown.shared();
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        versori,
-        metrics,
-        settings.resync_interval,
-        settings.concurrency,
-        settings.oauth2.clone(),
-    ));
+    let ctx = Arc::new(
+        Context::new(
+            client.clone(),
+            versori,
+            metrics,
+            settings.resync_interval,
+            settings.concurrency,
+            settings.oauth2.clone(),
+        )
+        .with_secret_settings(settings.secret_settings.clone()),
+    );
     let scope = WatchScope {
         namespaces: settings.watch_namespaces.clone(),
         label_selector: settings.label_selector.clone(),

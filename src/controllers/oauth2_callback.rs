@@ -3,39 +3,136 @@
 //! Connection (by the hash in its status: single use, with an expiry), and creates the Versori
 //! connection with the `code`. Every replica serves it; the Connection's status is the only
 //! shared state, so it does not matter which replica the browser reaches.
+//!
+//! The callback is public, so it costs the apiserver nothing per request: pending Connections
+//! are found in a reflector cache of its own (the controllers' caches run only on the leader,
+//! the callback on every replica), and only a state that matches costs one GET of that one
+//! Connection. Requests are checked for shape before any lookup, served with the limits of
+//! [`crate::server::serve_hardened`], and pages carry a strict Content-Security-Policy.
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
-use kube::api::ListParams;
+use base64::Engine;
+use futures::StreamExt;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
+use sha2::{Digest, Sha256};
+use tokio_util::task::AbortOnDropHandle;
+use tower_http::set_header::SetResponseHeaderLayer;
 
 use super::connection::{complete_authorization, state_hash};
 use super::context::Context;
 use super::reconciler::Reconciling;
 use crate::resources::Connection;
+use crate::server::{Limits, serve_hardened};
 use crate::versori::SecretValue;
 
 /// The path the callback serves.
 pub const CALLBACK_PATH: &str = "/oauth2/callback";
+/// The longest `state` looked up; longer ones are refused before any lookup.
+const MAX_STATE_LEN: usize = 512;
+/// The longest `code` accepted.
+const MAX_CODE_LEN: usize = 4096;
+/// How long a request waits for the cache's first listing (just after start).
+const CACHE_WAIT: Duration = Duration::from_secs(5);
+
+/// The pages' only style; the CSP allows exactly this by its hash.
+const STYLE: &str = "body{font-family:system-ui,-apple-system,sans-serif;max-width:40rem;margin:4rem auto;padding:0 1rem;color:#1f2328;line-height:1.5}h1{font-size:1.5rem}code{background:#f0f2f4;padding:.1rem .3rem;border-radius:4px}.ok h1{color:#1a7f37}.bad h1{color:#cf222e}";
+
+/// `Content-Security-Policy` of every page: nothing but the inline style above.
+pub static CONTENT_SECURITY_POLICY: LazyLock<String> = LazyLock::new(|| {
+    let hash = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(STYLE.as_bytes()));
+    format!(
+        "default-src 'none'; style-src 'sha256-{hash}'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    )
+});
 
 #[derive(Clone)]
 struct Callback {
     ctx: Arc<Context>,
-    namespaces: Vec<String>,
+    stores: Arc<Vec<Store<Connection>>>,
 }
 
-/// The callback's router.
-pub fn router(ctx: Arc<Context>, namespaces: Vec<String>) -> Router {
-    Router::new()
+/// The callback's router (pages with the protective headers), looking Connections up in
+/// `stores`.
+pub fn router(ctx: Arc<Context>, stores: Vec<Store<Connection>>) -> Router {
+    let headers: [(HeaderName, HeaderValue); 5] = [
+        (
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_str(&CONTENT_SECURITY_POLICY)
+                .unwrap_or_else(|_| HeaderValue::from_static("default-src 'none'")),
+        ),
+        (
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ),
+        (
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        ),
+        (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+        (header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")),
+    ];
+    let mut router = Router::new()
         .route(CALLBACK_PATH, get(callback))
-        .with_state(Callback { ctx, namespaces })
+        .fallback(not_found)
+        .with_state(Callback {
+            ctx,
+            stores: Arc::new(stores),
+        });
+    for (name, value) in headers {
+        router = router.layer(SetResponseHeaderLayer::overriding(name, value));
+    }
+    router
+}
+
+/// Caches of the Connections in `namespaces` (all when empty), managed fields dropped, kept
+/// current by watches that run until the returned handles are dropped.
+pub fn connection_caches(
+    client: &kube::Client,
+    namespaces: &[String],
+) -> (Vec<Store<Connection>>, Vec<AbortOnDropHandle<()>>) {
+    let apis: Vec<Api<Connection>> = if namespaces.is_empty() {
+        vec![Api::all(client.clone())]
+    } else {
+        namespaces
+            .iter()
+            .map(|n| Api::namespaced(client.clone(), n))
+            .collect()
+    };
+    let mut stores = Vec::new();
+    let mut tasks = Vec::new();
+    for api in apis {
+        let (reader, writer) = reflector::store();
+        let stream = watcher(api, watcher::Config::default())
+            .default_backoff()
+            .modify(|c: &mut Connection| {
+                c.managed_fields_mut().clear();
+                c.annotations_mut()
+                    .remove("kubectl.kubernetes.io/last-applied-configuration");
+            })
+            .reflect(writer)
+            .applied_objects();
+        tasks.push(AbortOnDropHandle::new(tokio::spawn(async move {
+            let mut stream = std::pin::pin!(stream);
+            while let Some(event) = stream.next().await {
+                if let Err(error) = event {
+                    tracing::debug!(%error, "the OAuth 2.0 callback's Connection watch failed; retrying");
+                }
+            }
+        })));
+        stores.push(reader);
+    }
+    (stores, tasks)
 }
 
 /// Serves the callback on `listener` until `shutdown` resolves.
@@ -45,45 +142,55 @@ pub async fn serve(
     namespaces: Vec<String>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(ctx, namespaces))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let (stores, _watches) = connection_caches(&ctx.client, &namespaces);
+    serve_hardened(listener, router(ctx, stores), Limits::default(), shutdown).await
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
 }
 
 fn page(status: StatusCode, title: &str, text: &str) -> Response {
-    let escape = |s: &str| {
-        s.replace('&', "&amp;")
-            .replace('<', "&lt;")
-            .replace('>', "&gt;")
-            .replace('"', "&quot;")
-    };
+    let class = if status.is_success() { "ok" } else { "bad" };
     let body = format!(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{t}</title></head><body><h1>{t}</h1><p>{p}</p></body></html>",
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{t} · versori-operator</title><style>{STYLE}</style></head><body class=\"{class}\"><h1>{t}</h1><p>{p}</p></body></html>",
         t = escape(title),
         p = escape(text)
     );
-    (
-        status,
-        [
-            ("cache-control", "no-store"),
-            ("referrer-policy", "no-referrer"),
-        ],
-        Html(body),
+    (status, Html(body)).into_response()
+}
+
+async fn not_found() -> Response {
+    page(
+        StatusCode::NOT_FOUND,
+        "Not found",
+        "The operator serves only the OAuth 2.0 callback here.",
     )
-        .into_response()
+}
+
+/// Whether `state` could be a state Versori issued: bounded, URL-safe characters only.
+fn plausible_state(state: &str) -> bool {
+    !state.is_empty()
+        && state.len() <= MAX_STATE_LEN
+        && state
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~+/=".contains(&b))
 }
 
 async fn callback(
     State(cb): State<Callback>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
-    if let Some(error) = query.get("error") {
+    if query.contains_key("error") {
+        // The provider's error text is not shown: this page is public, and it is theirs.
         return page(
             StatusCode::BAD_REQUEST,
             "Authorization refused",
-            &format!(
-                "The provider did not authorize the connection ({error}). Nothing was changed; open the Connection's authorization URL again to retry."
-            ),
+            "The provider did not authorize the connection. Nothing was changed; open the Connection's authorization URL again to retry.",
         );
     }
     let (Some(code), Some(state)) = (query.get("code"), query.get("state")) else {
@@ -93,19 +200,25 @@ async fn callback(
             "This page expects the code and state the provider sends back. Nothing was changed.",
         );
     };
+    let unknown = || {
+        page(
+            StatusCode::BAD_REQUEST,
+            "Unknown or used authorization",
+            "This authorization is not pending for any Connection: it was already used, replaced by a newer one, or never issued. Nothing was changed. Find the current link with: kubectl get connections -o wide",
+        )
+    };
+    if !plausible_state(state) || code.is_empty() || code.len() > MAX_CODE_LEN {
+        return unknown();
+    }
     let hash = state_hash(state);
     let connection = match find_pending(&cb, &hash).await {
         Ok(Some(connection)) => connection,
         Ok(None) => {
-            tracing::info!("OAuth 2.0 callback with an unknown or spent state");
-            return page(
-                StatusCode::BAD_REQUEST,
-                "Unknown or used authorization",
-                "This authorization is not pending for any Connection: it was already used, replaced by a newer one, or never issued. Nothing was changed. Find the current link with: kubectl get connections -o wide",
-            );
+            tracing::debug!("OAuth 2.0 callback with an unknown or spent state");
+            return unknown();
         }
         Err(error) => {
-            tracing::warn!(%error, "OAuth 2.0 callback could not list Connections");
+            tracing::warn!(error = %crate::util::kube_error_message(&error), "OAuth 2.0 callback could not read the Connection");
             return page(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "Try again",
@@ -131,11 +244,7 @@ async fn callback(
         );
     }
     let Some(redirect_url) = cb.ctx.oauth2.as_ref().map(|o| o.redirect_url.clone()) else {
-        return page(
-            StatusCode::NOT_FOUND,
-            "Not found",
-            "The OAuth 2.0 callback is not configured.",
-        );
+        return not_found().await;
     };
     let rc = Reconciling::new(&cb.ctx, &connection, &namespace);
     match complete_authorization(
@@ -158,38 +267,78 @@ async fn callback(
             )
         }
         Err(error) => {
+            // The reason goes to the log and the Connection's status, not to a public page.
             tracing::warn!(namespace, name, %error, "completing an authorization failed");
             page(
                 StatusCode::BAD_GATEWAY,
                 "Authorization not completed",
                 &format!(
-                    "Connection {namespace}/{name} could not be created in Versori: {error}. The operator starts a new authorization; find its link with kubectl get connection {name} -n {namespace} -o wide"
+                    "Connection {namespace}/{name} could not be created in Versori. The operator starts a new authorization; find its link and the reason with kubectl get connection {name} -n {namespace} -o wide"
                 ),
             )
         }
     }
 }
 
-/// The Connection whose pending authorization has this state hash.
+fn pending_hash(c: &Connection) -> Option<&str> {
+    c.status
+        .as_ref()
+        .and_then(|s| s.authorization_state_hash.as_deref())
+}
+
+/// The Connection whose pending authorization has this state hash: found in the cache, then
+/// read fresh (one GET) to be sure it is still pending.
 async fn find_pending(cb: &Callback, hash: &str) -> Result<Option<Connection>, kube::Error> {
-    let apis: Vec<Api<Connection>> = if cb.namespaces.is_empty() {
-        vec![Api::all(cb.ctx.client.clone())]
-    } else {
-        cb.namespaces
-            .iter()
-            .map(|n| Api::namespaced(cb.ctx.client.clone(), n))
-            .collect()
-    };
-    for api in apis {
-        let list = api.list(&ListParams::default()).await?;
-        if let Some(found) = list.items.into_iter().find(|c| {
-            c.status
-                .as_ref()
-                .and_then(|s| s.authorization_state_hash.as_deref())
-                == Some(hash)
-        }) {
-            return Ok(Some(found));
-        }
+    for store in cb.stores.iter() {
+        // Just after start the cache may not have listed yet.
+        let _ = tokio::time::timeout(CACHE_WAIT, store.wait_until_ready()).await;
+        let Some(cached) = store.find(|c| pending_hash(c) == Some(hash)) else {
+            continue;
+        };
+        let Some(namespace) = cached.namespace() else {
+            continue;
+        };
+        let api: Api<Connection> = Api::namespaced(cb.ctx.client.clone(), &namespace);
+        let fresh = api.get_opt(&cached.name_any()).await?;
+        return Ok(fresh.filter(|c| pending_hash(c) == Some(hash)));
     }
     Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_are_checked_for_shape_before_any_lookup() {
+        assert!(plausible_state("01KKBR46SH7JES8AZ14EEAK0CX"));
+        assert!(plausible_state("a-b_c.d~e+f/g="));
+        assert!(!plausible_state(""));
+        assert!(!plausible_state("a b"));
+        assert!(!plausible_state("<script>"));
+        assert!(!plausible_state(&"a".repeat(MAX_STATE_LEN + 1)));
+    }
+
+    #[test]
+    fn the_csp_allows_exactly_the_inline_style() {
+        let csp = CONTENT_SECURITY_POLICY.as_str();
+        assert!(
+            csp.starts_with("default-src 'none'; style-src 'sha256-"),
+            "{csp}"
+        );
+        let expected =
+            base64::engine::general_purpose::STANDARD.encode(Sha256::digest(STYLE.as_bytes()));
+        assert!(csp.contains(&expected));
+        assert!(!csp.contains("unsafe"));
+    }
+
+    #[test]
+    fn pages_have_a_title_a_style_and_escape_text() {
+        let response = page(
+            StatusCode::BAD_REQUEST,
+            "T<itle>",
+            "a \"quoted\" <b>text</b>",
+        );
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    }
 }

@@ -351,7 +351,7 @@ impl<K: Managed> Ops<K> for KubeOps<'_, K> {
         let event = KubeEvent {
             type_,
             reason: reason.into(),
-            note: Some(note),
+            note: Some(super::events::truncate_note(note)),
             action: action.into(),
             secondary: None,
         };
@@ -389,6 +389,7 @@ impl<'a, K: Managed> Reconciling<'a, K> {
     /// A Secret reader bound to the object's namespace (no other namespace can be read).
     pub fn secrets(&self) -> SecretReader {
         SecretReader::new(self.ctx.client.clone(), &self.namespace)
+            .with_policy(&self.ctx.secret_settings.policy)
     }
 
     /// The object's UID (salt for credential hashes).
@@ -479,6 +480,15 @@ fn requeue_after(error: &Error, ctx: &Context, key: &str) -> Duration {
         return ctx.resync_delay();
     }
     let backoff = ctx.next_backoff(key);
+    // While the organisation's token is refused, no call leaves and the breaker decides when
+    // to try again (soon enough to find a rotated token): its word, not this object's backoff.
+    if let Error::Versori {
+        source: crate::versori::ApiError::Unauthorized { .. },
+        ..
+    } = error
+    {
+        return error.retry_after().unwrap_or(backoff);
+    }
     error.retry_after().map_or(backoff, |r| r.max(backoff))
 }
 

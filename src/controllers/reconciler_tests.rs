@@ -1241,6 +1241,16 @@ async fn requeue_follows_the_error() {
     assert!(requeue_after(&limited, &ctx, "d") >= Duration::from_secs(20));
     ctx.reset_backoff("b");
     assert!(requeue_after(&failure, &ctx, "b") <= Duration::from_secs(2));
+    // While the token is refused, the breaker's word: soon, however long the object failed.
+    let refused = Error::Versori {
+        context: "fake",
+        source: ApiError::Unauthorized {
+            retry_in: Duration::from_secs(40),
+        },
+    };
+    for _ in 0..8 {
+        assert!(requeue_after(&refused, &ctx, "e") <= Duration::from_secs(15));
+    }
 }
 
 #[test]

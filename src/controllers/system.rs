@@ -339,7 +339,7 @@ async fn desired_schemes(
     obj: &System,
     rc: &Reconciling<'_, System>,
 ) -> Result<(Vec<api::AuthSchemeConfig>, String), Error> {
-    let mut secrets = rc.secrets();
+    let mut secrets = rc.secrets().single_line();
     let mut schemes = Vec::new();
     let mut secret_values = Vec::new();
     for scheme in &obj.spec.auth_schemes {
@@ -357,6 +357,7 @@ async fn desired_schemes(
         schemes.push(to_api(scheme, client_secret));
     }
     let hash = hash_secrets(
+        Some(&rc.ctx.secret_settings.hash_key),
         &rc.uid(),
         secret_values
             .iter()

@@ -6,7 +6,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use serde_json::{Value, json};
 
 use super::api::{Body, Q};
@@ -24,6 +24,7 @@ pub fn routes() -> Router<AppState> {
             get(get_faults).put(put_faults).delete(clear_faults),
         )
         .route("/_emulator/projects", post(add_project))
+        .route("/_emulator/token", put(put_token))
         .route("/_emulator/oauth2/authorize", get(authorize))
 }
 
@@ -61,6 +62,25 @@ async fn put_faults(State(app): State<AppState>, body: Body) -> Result<Json<Faul
     }
     *lock(&app.faults) = faults.clone();
     Ok(Json(faults))
+}
+
+/// Replaces the API token the emulator accepts (a rotation, or a token revoked behind the
+/// operator's back).
+async fn put_token(State(app): State<AppState>, body: Body) -> Result<StatusCode, ApiError> {
+    let token = body
+        .into_value()
+        .get("token")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .filter(|t| !t.is_empty() && !t.contains(char::is_whitespace))
+        .ok_or_else(|| {
+            ApiError::validation(vec![FieldError::new(
+                "token",
+                "must be a non-empty string without whitespace",
+            )])
+        })?;
+    *lock(&app.token) = token;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn clear_faults(State(app): State<AppState>) -> StatusCode {

@@ -13,6 +13,7 @@
 //! - `POST /_emulator/reset-counters`;
 //! - `GET | PUT | DELETE /_emulator/faults` ([`Faults`]);
 //! - `POST /_emulator/projects` (a [`SeedProject`]);
+//! - `PUT /_emulator/token` `{"token": "..."}`: the API token accepted from then on;
 //! - `GET /_emulator/oauth2/authorize?state=&redirect_uri=`: 302 to the flow's
 //!   redirect URL with `code` and `state`.
 //!
@@ -190,7 +191,7 @@ fn project_from_seed(p: &SeedProject) -> Project {
 #[derive(Debug)]
 pub(crate) struct App {
     organisation: String,
-    token: String,
+    token: Mutex<String>,
     store: Mutex<Store>,
     faults: Mutex<Faults>,
     counters: Mutex<Counters>,
@@ -209,7 +210,7 @@ impl App {
         }
         Ok(Self {
             organisation: config.organisation,
-            token: config.token,
+            token: Mutex::new(config.token),
             store: Mutex::new(store),
             faults: Mutex::new(Faults::default()),
             counters: Mutex::new(Counters::default()),
@@ -389,7 +390,10 @@ async fn observe(State(app): State<AppState>, req: Request, next: Next) -> Respo
         }),
         Decision::Pass | Decision::CommitThenDrop => None,
     };
-    let early = early.or_else(|| authorised(&req, &app.token).err());
+    let early = early.or_else(|| {
+        let token = lock(&app.token).clone();
+        authorised(&req, &token).err()
+    });
     let early = early.or_else(|| {
         let org = path.strip_prefix("/o/")?.split('/').next()?;
         (org != app.organisation).then(|| ApiError::not_found(format!("no organisation {org:?}")))

@@ -1116,3 +1116,34 @@ async fn hooks_answer_loopback_peers_only() {
         }
     }
 }
+
+#[tokio::test]
+async fn the_token_hook_replaces_the_accepted_token() {
+    let emu = start().await;
+    let (status, _) = emu.get(&format!("/projects/{PROJECT}")).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = emu
+        .hook(
+            Method::PUT,
+            "/token",
+            Some(json!({ "token": "next-token" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    // The old token is refused from now on ...
+    let (status, body) = emu.get(&format!("/projects/{PROJECT}")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    // ... and the new one accepted.
+    let response = emu
+        .client
+        .get(emu.url(&format!("/projects/{PROJECT}")))
+        .header("Authorization", "Bearer next-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    for bad in [json!({}), json!({ "token": "" }), json!({ "token": "a b" })] {
+        let (status, _) = emu.hook(Method::PUT, "/token", Some(bad)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+    }
+}

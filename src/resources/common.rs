@@ -61,7 +61,9 @@ pub struct CommonStatus {
     pub conditions: Vec<Condition>,
 }
 
-/// Schema for a Versori URL field: a string CEL checks as an http(s) URL.
+/// Schema for a Versori URL field: a string CEL checks as an http(s) URL without userinfo
+/// (`https://user:pass@host/` would show its credentials in spec, status, printer columns and
+/// Versori).
 pub fn url_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({
         "type": "string",
@@ -69,6 +71,9 @@ pub fn url_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
         "x-kubernetes-validations": [{
             "rule": "isURL(self) && url(self).getScheme() in ['http', 'https']",
             "message": "must be an absolute http or https URL, such as https://api.example.com/"
+        }, {
+            "rule": "!self.matches('^[^:/?#]+://[^/?#]*@')",
+            "message": "must not contain a user name or password (user:pass@): put credentials in a Secret"
         }]
     })
 }

@@ -8,6 +8,7 @@
 use backon::{BackoffBuilder, ExponentialBuilder};
 use std::collections::HashSet;
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,6 +17,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use url::Url;
 
+use super::auth::{Auth, BreakerObserver};
 use super::error::ApiError;
 use super::models::{
     AuthSchemeConfig, Connection, ConnectionTemplate, ConnectionUpdate, EnvSystemConnectionCreate,
@@ -98,6 +100,10 @@ pub struct ClientConfig {
     /// The most requests in flight at once from this client and its clones (`None`: no cap).
     /// Callers beyond it wait for a slot, so a burst of reconciles cannot flood Versori.
     pub max_in_flight: Option<usize>,
+    /// The file `token` was read from: re-read when it changes (see [`super::auth`]).
+    pub token_file: Option<PathBuf>,
+    /// Told when the 401 breaker opens and closes.
+    pub breaker_observer: Option<BreakerObserver>,
 }
 
 impl ClientConfig {
@@ -113,7 +119,21 @@ impl ClientConfig {
             observer: None,
             max_in_flight: None,
             read_retries: 0,
+            token_file: None,
+            breaker_observer: None,
         }
+    }
+
+    /// Re-reads the token from `path` when the file changes (`token` is its content now).
+    pub fn with_token_file(mut self, path: PathBuf) -> Self {
+        self.token_file = Some(path);
+        self
+    }
+
+    /// Sets the breaker observer.
+    pub fn with_breaker_observer(mut self, observer: BreakerObserver) -> Self {
+        self.breaker_observer = Some(observer);
+        self
     }
 
     /// Retries reads that failed in passing up to `retries` times.
@@ -270,6 +290,7 @@ struct Inner {
     observer: Option<CallObserver>,
     limit: Option<tokio::sync::Semaphore>,
     read_retries: usize,
+    auth: Auth,
 }
 
 /// A client of the Versori Platform API. Cheap to clone (shares its connection pool).
@@ -309,6 +330,8 @@ impl VersoriClient {
             observer,
             max_in_flight,
             read_retries,
+            token_file,
+            breaker_observer,
         } = config;
 
         if !matches!(base_url.scheme(), "http" | "https") {
@@ -334,17 +357,8 @@ impl VersoriClient {
             ));
         }
 
-        let mut auth =
-            HeaderValue::from_str(&format!("{} {}", auth_scheme.prefix(), token.expose()))
-                .map_err(|_| {
-                    ApiError::InvalidConfig(
-                        "the API token contains characters not allowed in an HTTP header"
-                            .to_owned(),
-                    )
-                })?;
-        auth.set_sensitive(true);
+        let auth = Auth::new(auth_scheme, &token, token_file, breaker_observer)?;
         let mut headers = HeaderMap::new();
-        headers.insert(AUTHORIZATION, auth);
         headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
 
         let http = reqwest::Client::builder()
@@ -370,6 +384,7 @@ impl VersoriClient {
                 observer,
                 limit: max_in_flight.map(|n| tokio::sync::Semaphore::new(n.max(1))),
                 read_retries,
+                auth,
             }),
         })
     }
@@ -379,9 +394,9 @@ impl VersoriClient {
         &self.inner.organisation
     }
 
-    /// The base URL paths are appended to.
-    pub fn base_url(&self) -> &Url {
-        &self.inner.base_url
+    /// Whether Versori refuses the API token right now (the 401 breaker is open).
+    pub fn token_refused(&self) -> bool {
+        self.inner.auth.token_refused()
     }
 
     // -----------------------------------------------------------------------------------------
@@ -820,15 +835,20 @@ impl VersoriClient {
             Some(limit) => limit.acquire().await.ok(),
             None => None,
         };
+        // After the slot: a call queued behind others sees a breaker they opened.
+        let admitted = self.inner.auth.admit()?;
+        request = request.header(AUTHORIZATION, admitted.header);
         let started = Instant::now();
         let response = match request.send().await {
             Ok(response) => response,
             Err(err) => {
+                self.inner.auth.record(None, admitted.probe);
                 self.record(op, None, started.elapsed());
                 return Err(err.into());
             }
         };
         let status = response.status().as_u16();
+        self.inner.auth.record(Some(status), admitted.probe);
         let retry_after = response
             .headers()
             .get(RETRY_AFTER)

@@ -51,7 +51,20 @@ pub enum ApiError {
     /// The client (or a call's arguments) are not usable.
     #[error("invalid Versori client configuration: {0}")]
     InvalidConfig(String),
+    /// Not sent: Versori refused the API token (401) and every call pauses until the next probe
+    /// (one breaker for the whole organisation, so a bad token is not a storm of 401s).
+    #[error(
+        "Versori API calls are paused because Versori refused the API token (HTTP 401): {TOKEN_HINT}"
+    )]
+    Unauthorized { retry_in: Duration },
 }
+
+/// The longest an object waits to try again while the 401 breaker is open (its calls fail at
+/// once, without a request, until the breaker's own probe succeeds).
+pub const UNAUTHORIZED_RETRY_CAP: Duration = Duration::from_secs(15);
+
+/// What to check when Versori answers 401.
+pub const TOKEN_HINT: &str = "check the operator's Versori API token (VERSORI_API_TOKEN or the file in VERSORI_API_TOKEN_FILE, chart values versori.token or versori.existingSecret) is valid and belongs to this organisation";
 
 struct DisplayApi<'a> {
     status: u16,
@@ -84,6 +97,9 @@ impl fmt::Display for DisplayApi<'_> {
                 write!(f, ", ... {} more", self.fields.len() - MAX_FIELDS_SHOWN)?;
             }
             f.write_str("]")?;
+        }
+        if self.status == 401 {
+            write!(f, ": the API token was refused: {TOKEN_HINT}")?;
         }
         Ok(())
     }
@@ -161,6 +177,10 @@ impl fmt::Debug for ApiError {
                 .finish(),
             Self::Timeout => f.write_str("Timeout"),
             Self::InvalidConfig(reason) => f.debug_tuple("InvalidConfig").field(reason).finish(),
+            Self::Unauthorized { retry_in } => f
+                .debug_struct("Unauthorized")
+                .field("retry_in", retry_in)
+                .finish(),
         }
     }
 }
@@ -181,6 +201,7 @@ impl ApiError {
         match self {
             Self::Api { status, .. } | Self::Decode { status, .. } => Some(*status),
             Self::Transport(err) => err.status().map(|s| s.as_u16()),
+            Self::Unauthorized { .. } => Some(401),
             _ => None,
         }
     }
@@ -226,7 +247,7 @@ impl ApiError {
             Self::Api {
                 status: 401 | 403,
                 ..
-            }
+            } | Self::Unauthorized { .. }
         )
     }
 
@@ -235,7 +256,10 @@ impl ApiError {
         match self {
             Self::Api { status, .. } => *status == 429 || (500..600).contains(status),
             Self::Transport(_) | Self::Timeout => true,
-            Self::Decode { .. } | Self::Encode { .. } | Self::InvalidConfig(_) => false,
+            Self::Decode { .. }
+            | Self::Encode { .. }
+            | Self::InvalidConfig(_)
+            | Self::Unauthorized { .. } => false,
         }
     }
 
@@ -243,6 +267,9 @@ impl ApiError {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Self::Api { retry_after, .. } => *retry_after,
+            // Not the whole pause: a rotated token file is read on the next call, and the
+            // objects should find it well within a minute.
+            Self::Unauthorized { retry_in } => Some((*retry_in).min(UNAUTHORIZED_RETRY_CAP)),
             _ => None,
         }
     }
@@ -302,6 +329,24 @@ mod tests {
         let many: Vec<String> = (0..10).map(|i| format!("f{i}")).collect();
         let refs: Vec<&str> = many.iter().map(String::as_str).collect();
         assert!(api(400, &refs).to_string().ends_with("f7, ... 2 more]"));
+    }
+
+    #[test]
+    fn a_401_names_the_token() {
+        for err in [
+            api(401, &[]),
+            ApiError::Unauthorized {
+                retry_in: Duration::from_secs(8),
+            },
+        ] {
+            let shown = err.to_string();
+            assert!(shown.contains("API token"), "{shown}");
+            assert!(shown.contains("VERSORI_API_TOKEN_FILE"), "{shown}");
+            assert!(!shown.contains(CANARY), "{shown}");
+            assert_eq!(err.status(), Some(401));
+            assert!(err.is_unauthorized());
+            assert!(!err.is_retryable());
+        }
     }
 
     #[test]

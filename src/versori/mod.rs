@@ -3,6 +3,7 @@
 //! The contract this module follows is `/work/shared/versori-api.md`: paths, JSON names,
 //! enum values and status codes are kept exactly as the API spells them.
 
+pub mod auth;
 pub mod client;
 pub mod error;
 pub mod models;

@@ -238,7 +238,16 @@ impl TestCluster {
             ],
         ];
         for args in steps {
-            let output = self.kubectl(args);
+            let mut output = self.kubectl(args);
+            // `kubectl wait` fails at once ("<nil> is of the type <nil>") on a CRD the apiserver
+            // has not given conditions yet: try again a few times before calling it a failure.
+            for _ in 0..10 {
+                if output.status.success() || args[0] != "wait" {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(500));
+                output = self.kubectl(args);
+            }
             if !output.status.success() {
                 return Err(format!(
                     "kubectl {} failed ({}):\n{}{}",

@@ -131,3 +131,8 @@ port; empty, meaning every host, when publicUrl names an IP address). */}}
 {{- $ttl := .Values.oauth2Callback.authorizationTtl }}
 {{- if kindIs "string" $ttl }}{{ $ttl }}{{ else }}{{ printf "%ds" (int64 $ttl) }}{{ end }}
 {{- end }}
+
+{{/* The Secret holding the credential hash key. */}}
+{{- define "versori-operator.hashKeySecretName" -}}
+{{- default (printf "%s-credential-hash-key" (include "versori-operator.fullname" .) | trunc 253) .Values.credentials.hashKeySecret }}
+{{- end }}
