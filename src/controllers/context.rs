@@ -20,6 +20,9 @@ use crate::resources::{ProjectSystem, System};
 use crate::versori::VersoriClient;
 use crate::versori::models::{ConnectionTemplate, Project};
 
+/// How many events one recorder publishes before a fresh one (with an empty cache) takes over.
+pub const RECORDER_CACHE_BOUND: usize = 1024;
+
 /// The field manager and event reporter name.
 pub const MANAGER: &str = "versori-operator";
 
@@ -29,8 +32,11 @@ pub struct Context {
     pub client: kube::Client,
     /// Versori client (with its own cap on requests in flight).
     pub versori: VersoriClient,
-    /// Publishes Kubernetes events (one recorder, so its de-duplication cache is shared).
-    pub recorder: Recorder,
+    /// Publishes Kubernetes events: one recorder, so that its de-duplication cache is shared,
+    /// replaced by a fresh one every [`RECORDER_CACHE_BOUND`] events (its cache keeps every
+    /// event for six minutes, which at 10,000 creates is megabytes).
+    recorder: Mutex<(Recorder, usize)>,
+    reporter: Reporter,
     /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
     /// Base interval of the drift resync.
@@ -91,7 +97,8 @@ impl Context {
             .unwrap_or_else(|| format!("process-{:016x}", rand::random::<u64>()));
         Self {
             attempter: Attempter::new(instance),
-            recorder: Recorder::new(client.clone(), reporter),
+            recorder: Mutex::new((Recorder::new(client.clone(), reporter.clone()), 0)),
+            reporter,
             client,
             versori,
             metrics,
@@ -144,6 +151,19 @@ impl Context {
                 .project_systems
                 .get(&ObjectRef::new(name).within(namespace)),
         )
+    }
+
+    /// The event recorder to publish with (a fresh one once the current has cached enough).
+    pub fn recorder(&self) -> Recorder {
+        let mut guard = match self.recorder.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        guard.1 += 1;
+        if guard.1 > RECORDER_CACHE_BOUND {
+            *guard = (Recorder::new(self.client.clone(), self.reporter.clone()), 1);
+        }
+        guard.0.clone()
     }
 
     /// Sets the Secret policy and the credential hash key.

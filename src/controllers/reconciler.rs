@@ -357,7 +357,7 @@ impl<K: Managed> Ops<K> for KubeOps<'_, K> {
         };
         if let Err(error) = self
             .ctx
-            .recorder
+            .recorder()
             .publish(&event, &obj.object_ref(&()))
             .await
         {

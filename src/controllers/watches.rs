@@ -19,6 +19,9 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
+/// kubectl's copy of the last applied manifest.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
 /// How many events a subscriber may fall behind before the shared watch waits for it.
 const SUBSCRIBER_BUFFER: usize = 1024;
 
@@ -120,8 +123,16 @@ where
             .map(|(index, api)| {
                 watcher(api, config.clone())
                     .default_backoff()
-                    // managedFields are most of a cached object and the operator never reads them.
-                    .modify(|object: &mut K| object.meta_mut().managed_fields = None)
+                    // managedFields and kubectl's last-applied copy are most of a cached object
+                    // (for a Secret applied with kubectl, the copy holds its data) and the
+                    // operator never reads them.
+                    .modify(|object: &mut K| {
+                        let meta = object.meta_mut();
+                        meta.managed_fields = None;
+                        if let Some(annotations) = meta.annotations.as_mut() {
+                            annotations.remove(LAST_APPLIED);
+                        }
+                    })
                     .filter_map(move |event| {
                         std::future::ready(match event {
                             Ok(event) => Some((index, event)),
