@@ -306,12 +306,16 @@ fn comparable(scheme: &api::AuthSchemeConfig) -> api::AuthSchemeConfig {
         &mut scheme.none,
         &mut scheme.basic_auth,
         &mut scheme.certificate,
-        &mut scheme.oauth1,
     ]
     .into_iter()
     .flatten()
     {
         simple.validation_messages = None;
+    }
+    if let Some(o) = scheme.oauth1.as_mut() {
+        o.validation_messages = None;
+        o.consumer_secret = Default::default();
+        o.credential_id = None;
     }
     if let Some(k) = scheme.api_key.as_mut() {
         k.validation_messages = None;
