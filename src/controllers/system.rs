@@ -17,8 +17,8 @@ use super::watches::RefIndex;
 use super::{Shutdown, Watches};
 use crate::resources::common::{CommonStatus, DeletionPolicy};
 use crate::resources::system::{
-    AuthScheme, AuthSchemeType, DigestInput, HmacAlgorithm, HmacEncoding, OAuth2GrantType,
-    ParameterLocation,
+    AuthScheme, AuthSchemeType, DigestInput, HmacAlgorithm, HmacEncoding, OAuth1Endpoint,
+    OAuth1SignatureMethod, OAuth2GrantType, ParameterLocation, ParameterTransmission,
 };
 use crate::resources::{System, SystemStatus};
 use crate::versori::models::{self as api};
@@ -277,7 +277,7 @@ impl System {
         self.spec
             .auth_schemes
             .iter()
-            .filter_map(|s| s.oauth2.as_ref()?.grant.client_secret_ref.as_ref())
+            .filter_map(scheme_secret_ref)
             .map(|r| r.name.clone())
             .collect()
     }
@@ -291,12 +291,13 @@ fn scheme_ids(schemes: &[api::AuthSchemeConfig]) -> Vec<String> {
 }
 
 fn has_secret(scheme: &api::AuthSchemeConfig) -> bool {
-    scheme.oauth2.as_ref().is_some_and(|o| {
-        [&o.grant.authorization_code, &o.grant.password]
-            .into_iter()
-            .flatten()
-            .any(|g| g.client_secret.is_some())
-    })
+    scheme.oauth1.is_some()
+        || scheme.oauth2.as_ref().is_some_and(|o| {
+            [&o.grant.authorization_code, &o.grant.password]
+                .into_iter()
+                .flatten()
+                .any(|g| g.client_secret.is_some())
+        })
 }
 
 /// A scheme without what Versori generates or redacts, for comparing desired with observed.
@@ -347,11 +348,7 @@ async fn desired_schemes(
     let mut schemes = Vec::new();
     let mut secret_values = Vec::new();
     for scheme in &obj.spec.auth_schemes {
-        let client_secret = match scheme
-            .oauth2
-            .as_ref()
-            .and_then(|o| o.grant.client_secret_ref.as_ref())
-        {
+        let client_secret = match scheme_secret_ref(scheme) {
             Some(r) => Some(secrets.read(&r.name, &r.key).await?),
             None => None,
         };
@@ -367,6 +364,30 @@ async fn desired_schemes(
             .map(|(id, v)| (id.as_str(), v.as_str())),
     );
     Ok((schemes, hash))
+}
+
+/// The Secret key a scheme reads its write-only secret from: an oauth2 grant's client secret
+/// or an oauth1 consumer secret.
+fn scheme_secret_ref(scheme: &AuthScheme) -> Option<&crate::resources::SecretKeyRef> {
+    scheme
+        .oauth2
+        .as_ref()
+        .and_then(|o| o.grant.client_secret_ref.as_ref())
+        .or_else(|| scheme.oauth1.as_ref().map(|o| &o.consumer_secret_ref))
+}
+
+fn oauth1_endpoint(e: &OAuth1Endpoint) -> api::OAuth1Endpoint {
+    api::OAuth1Endpoint {
+        url: e.url.clone(),
+        parameter_transmission: e.parameter_transmission.map(|t| match t {
+            ParameterTransmission::AuthorizationHeader => {
+                api::ParameterTransmission::AuthorizationHeader
+            }
+            ParameterTransmission::Form => api::ParameterTransmission::Form,
+            ParameterTransmission::Query => api::ParameterTransmission::Query,
+        }),
+        additional_param_configs: None,
+    }
 }
 
 fn location(l: ParameterLocation) -> api::ApiKeyLocation {
@@ -388,6 +409,34 @@ fn to_api(
         AuthSchemeType::None => api::AuthSchemeConfig::none(id, description),
         AuthSchemeType::BasicAuth => api::AuthSchemeConfig::basic_auth(id, description),
         AuthSchemeType::Certificate => api::AuthSchemeConfig::certificate(id, description),
+        AuthSchemeType::JwtBearer => {
+            api::AuthSchemeConfig::memberless(api::AuthSchemeType::JwtBearer)
+        }
+        AuthSchemeType::Secret => api::AuthSchemeConfig::memberless(api::AuthSchemeType::Secret),
+        AuthSchemeType::OAuth1 => {
+            let o = scheme.oauth1.as_ref();
+            let mut out = api::OAuth1Scheme::new(
+                id,
+                description,
+                o.map(|o| o.consumer_key.clone()).unwrap_or_default(),
+                client_secret.unwrap_or_default(),
+                match o.map(|o| o.signature_method) {
+                    Some(OAuth1SignatureMethod::Sha1) => api::OAuth1SignatureMethod::Sha1,
+                    _ => api::OAuth1SignatureMethod::Sha256,
+                },
+            );
+            if let Some(o) = o {
+                out.token_auth = o.token_auth;
+                out.temp_credential_endpoint =
+                    o.temp_credential_endpoint.as_ref().map(oauth1_endpoint);
+                out.resource_owner_authorization_endpoint = o
+                    .resource_owner_authorization_endpoint
+                    .as_ref()
+                    .map(oauth1_endpoint);
+                out.token_endpoint = o.token_endpoint.as_ref().map(oauth1_endpoint);
+            }
+            api::AuthSchemeConfig::oauth1(out)
+        }
         AuthSchemeType::ApiKey => match &scheme.api_key {
             Some(k) => {
                 api::AuthSchemeConfig::api_key(id, description, k.name.clone(), location(k.in_))
