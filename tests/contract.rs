@@ -1,5 +1,5 @@
 //! Contract tests: the Versori API client (`versori_operator::versori`) driven against the
-//! in-process emulator (`versori_operator::emulator`) through every operation of
+//! in-process emulator (the `versori_emulator` crate) through every operation of
 //! `/work/shared/versori-api.md` and every error case.
 //!
 //! Each test starts its own emulator on `127.0.0.1:0` (seeded with project `demo`,
@@ -16,7 +16,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use url::Url;
 
-use versori_operator::emulator::{EmulatorConfig, Seed, SeedEnvironment, SeedProject, serve};
+use versori_emulator::{EmulatorConfig, Seed, SeedEnvironment, SeedProject, serve};
 use versori_operator::versori::models::{
     ApiKeyLocation, AuthSchemeConfig, AuthSchemeType, ConnectionCreate, ConnectionCredential,
     ConnectionTemplate, ConnectionUpdate, Credential, CredentialData, CredentialRef,
@@ -287,7 +287,12 @@ fn field_err(err: &ApiError, field: &str) {
 }
 
 fn is_ulid(s: &str) -> bool {
-    s.len() == 26 && s != ZERO_ULID && ulid::Ulid::from_string(s).is_ok()
+    // 26 Crockford base32 characters, the first 0-7 (128 bits), not the zero ULID.
+    const CROCKFORD: &str = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+    s.len() == 26
+        && s != ZERO_ULID
+        && s.chars().all(|c| CROCKFORD.contains(c))
+        && s.starts_with(|c: char| ('0'..='7').contains(&c))
 }
 
 /// The element of a JSON array whose `key` equals `value`.

@@ -22,9 +22,10 @@
 //! answered in one page (no paging parameters, `next` never set); the other
 //! lists page at 20. Secrets read back as `******`.
 //!
-//! The emulator validates raw JSON itself (it does not share types with the
-//! client in `crate::versori`) so that both sides are checked against the
-//! contract independently.
+//! The emulator validates raw JSON itself (it shares no types with the
+//! operator's client, `versori_operator::versori`, and does not depend on the
+//! operator at all) so that both sides are checked against the contract
+//! independently.
 
 mod api;
 mod error;
