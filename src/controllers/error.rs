@@ -15,9 +15,10 @@ pub enum Error {
     /// A referenced Secret, or a key in it, does not exist.
     #[error("Secret {name:?} has no key {key:?}: create it in this namespace")]
     SecretKeyNotFound { name: String, key: String },
-    /// A referenced Secret does not exist.
-    #[error("Secret {name:?} was not found in this namespace")]
-    SecretNotFound { name: String },
+    /// A referenced Secret does not exist. The key is named too, so that one message says the
+    /// whole fix.
+    #[error("Secret {name:?} was not found in this namespace: create it with key {key:?}")]
+    SecretNotFound { name: String, key: String },
     /// A value in a Secret is not UTF-8 text.
     #[error("key {key:?} of Secret {name:?} is not UTF-8 text")]
     SecretNotText { name: String, key: String },

@@ -1,7 +1,8 @@
-//! The OAuth 2.0 callback: where a person's browser lands after authorizing a Connection at the
-//! provider. It serves only `/oauth2/callback`, matches the `state` to the one pending
-//! Connection (by the hash in its status: single use, with an expiry), and creates the Versori
-//! connection with the `code`. Every replica serves it; the Connection's status is the only
+//! The OAuth 2.0 (and OAuth 1.0) callback: where a person's browser lands after authorizing a
+//! Connection at the provider. It serves only `/oauth2/callback`, matches the `state` (OAuth
+//! 1.0: the `oauth_token`) to the one pending Connection (by the hash in its status: single
+//! use, with an expiry), and creates the Versori connection with the `code` (OAuth 1.0: the
+//! `oauth_verifier`). Every replica serves it; the Connection's status is the only
 //! shared state, so it does not matter which replica the browser reaches.
 
 use std::collections::HashMap;
@@ -16,7 +17,7 @@ use axum::routing::get;
 use kube::api::ListParams;
 use kube::{Api, ResourceExt};
 
-use super::connection::{complete_authorization, state_hash};
+use super::connection::{complete_authorization, complete_oauth1_authorization, state_hash};
 use super::context::Context;
 use super::reconciler::Reconciling;
 use crate::resources::Connection;
@@ -86,14 +87,28 @@ async fn callback(
             ),
         );
     }
-    let (Some(code), Some(state)) = (query.get("code"), query.get("state")) else {
-        return page(
-            StatusCode::BAD_REQUEST,
-            "Incomplete authorization",
-            "This page expects the code and state the provider sends back. Nothing was changed.",
-        );
+    // OAuth 2.0 returns code and state; OAuth 1.0 the temporary token and the verifier (the
+    // token is what the pending Connection is matched by).
+    let returned = match (
+        query.get("code"),
+        query.get("state"),
+        query.get("oauth_token"),
+        query.get("oauth_verifier"),
+    ) {
+        (Some(code), Some(state), _, _) => Returned::OAuth2 { code, state },
+        (None, _, Some(token), Some(verifier)) => Returned::OAuth1 { token, verifier },
+        _ => {
+            return page(
+                StatusCode::BAD_REQUEST,
+                "Incomplete authorization",
+                "This page expects the code and state (OAuth 2.0), or the oauth_token and oauth_verifier (OAuth 1.0), the provider sends back. Nothing was changed.",
+            );
+        }
     };
-    let hash = state_hash(state);
+    let hash = state_hash(match &returned {
+        Returned::OAuth2 { state, .. } => state,
+        Returned::OAuth1 { token, .. } => token,
+    });
     let connection = match find_pending(&cb, &hash).await {
         Ok(Some(connection)) => connection,
         Ok(None) => {
@@ -138,15 +153,28 @@ async fn callback(
         );
     };
     let rc = Reconciling::new(&cb.ctx, &connection, &namespace);
-    match complete_authorization(
-        &connection,
-        &rc,
-        SecretValue::from(code.clone()),
-        state,
-        &redirect_url,
-    )
-    .await
-    {
+    let completed = match returned {
+        Returned::OAuth2 { code, state } => {
+            complete_authorization(
+                &connection,
+                &rc,
+                SecretValue::from(code.clone()),
+                state,
+                &redirect_url,
+            )
+            .await
+        }
+        Returned::OAuth1 { token, verifier } => {
+            complete_oauth1_authorization(
+                &connection,
+                &rc,
+                SecretValue::from(token.clone()),
+                SecretValue::from(verifier.clone()),
+            )
+            .await
+        }
+    };
+    match completed {
         Ok(id) => {
             tracing::info!(namespace, name, id, "connection authorized");
             page(
@@ -168,6 +196,18 @@ async fn callback(
             )
         }
     }
+}
+
+/// What the provider sent the browser back with.
+enum Returned<'q> {
+    OAuth2 {
+        code: &'q String,
+        state: &'q String,
+    },
+    OAuth1 {
+        token: &'q String,
+        verifier: &'q String,
+    },
 }
 
 /// The Connection whose pending authorization has this state hash.

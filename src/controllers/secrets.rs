@@ -28,8 +28,41 @@ impl SecretReader {
         }
     }
 
-    /// The value of `key` in Secret `name`.
+    /// The value of `key` in Secret `name`, as UTF-8 text.
     pub async fn read(&mut self, name: &str, key: &str) -> Result<SecretValue, Error> {
+        let bytes = self.read_bytes(name, key).await?;
+        String::from_utf8(bytes)
+            .map(SecretValue::from)
+            .map_err(|_| Error::SecretNotText {
+                name: name.to_owned(),
+                key: key.to_owned(),
+            })
+    }
+
+    /// The value of `key` in Secret `name` as base64 (standard, padded): for binary values
+    /// such as keystores, which need not be text.
+    pub async fn read_base64(&mut self, name: &str, key: &str) -> Result<SecretValue, Error> {
+        use base64::Engine as _;
+        let bytes = self.read_bytes(name, key).await?;
+        Ok(SecretValue::from(
+            base64::engine::general_purpose::STANDARD.encode(bytes),
+        ))
+    }
+
+    /// The value of `key` in Secret `name`, or `None` when the Secret exists without that key.
+    pub async fn read_optional(
+        &mut self,
+        name: &str,
+        key: &str,
+    ) -> Result<Option<SecretValue>, Error> {
+        match self.read(name, key).await {
+            Ok(value) => Ok(Some(value)),
+            Err(Error::SecretKeyNotFound { .. }) => Ok(None),
+            Err(other) => Err(other),
+        }
+    }
+
+    async fn read_bytes(&mut self, name: &str, key: &str) -> Result<Vec<u8>, Error> {
         if !self.fetched.contains_key(name) {
             let secret = self
                 .api
@@ -41,19 +74,15 @@ impl SecretReader {
         let Some(Some(secret)) = self.fetched.get(name) else {
             return Err(Error::SecretNotFound {
                 name: name.to_owned(),
+                key: key.to_owned(),
             });
         };
         if let Some(bytes) = secret.data.as_ref().and_then(|d| d.get(key)) {
-            return String::from_utf8(bytes.0.clone())
-                .map(SecretValue::from)
-                .map_err(|_| Error::SecretNotText {
-                    name: name.to_owned(),
-                    key: key.to_owned(),
-                });
+            return Ok(bytes.0.clone());
         }
         // stringData is write-only in the API, but an object built in memory may carry it.
         if let Some(value) = secret.string_data.as_ref().and_then(|d| d.get(key)) {
-            return Ok(SecretValue::from(value.clone()));
+            return Ok(value.clone().into_bytes());
         }
         Err(Error::SecretKeyNotFound {
             name: name.to_owned(),
