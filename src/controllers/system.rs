@@ -45,7 +45,20 @@ impl Managed for System {
 pub struct DesiredSystem {
     name: String,
     schemes: Vec<api::AuthSchemeConfig>,
+    /// The spec's scheme IDs, in the order of `schemes`: a jwt-bearer or secret scheme carries
+    /// no ID in its body, so this is the only place it has one.
+    scheme_ids: Vec<String>,
     secret_hash: String,
+}
+
+impl DesiredSystem {
+    /// The schemes with their IDs.
+    fn with_ids(&self) -> impl Iterator<Item = (&str, &api::AuthSchemeConfig)> {
+        self.scheme_ids
+            .iter()
+            .map(String::as_str)
+            .zip(self.schemes.iter())
+    }
 }
 
 /// A Versori system is found by its name (names may repeat in Versori).
@@ -79,6 +92,12 @@ impl External for System {
         Ok(DesiredSystem {
             name: self.versori_name(),
             schemes,
+            scheme_ids: self
+                .spec
+                .auth_schemes
+                .iter()
+                .map(|s| s.id.clone())
+                .collect(),
             secret_hash,
         })
     }
@@ -128,17 +147,32 @@ impl External for System {
         rc: &Reconciling<'_, Self>,
         desired: &DesiredSystem,
     ) -> Result<api::System, Error> {
-        rc.ctx
+        // jwt-bearer and secret schemes have no member to carry an ID in a create body: they
+        // are PUT at their ID right after, in spec order (a crash between is an update later).
+        let (named, memberless): (Vec<_>, Vec<_>) =
+            desired.with_ids().partition(|(_, s)| s.id().is_some());
+        let mut created = rc
+            .ctx
             .versori
             .create_system(&api::SystemCreate {
                 name: desired.name.clone(),
                 domain: self.spec.domain.clone(),
                 template_base_url: self.spec.template_base_url.clone(),
-                auth_scheme_configs: desired.schemes.clone(),
+                auth_scheme_configs: named.into_iter().map(|(_, s)| s.clone()).collect(),
                 labels: self.spec.labels.clone(),
             })
             .await
-            .map_err(Error::versori("creating the Versori system"))
+            .map_err(Error::versori("creating the Versori system"))?;
+        for (id, scheme) in memberless {
+            let answer = rc
+                .ctx
+                .versori
+                .upsert_auth_scheme_at(&created.id, id, scheme)
+                .await
+                .map_err(Error::versori("adding an auth scheme"))?;
+            created.auth_scheme_configs.push(answer);
+        }
+        Ok(created)
     }
 
     fn up_to_date(
@@ -149,7 +183,7 @@ impl External for System {
     ) -> bool {
         !self.settings_differ(desired, observed)
             && stale_schemes(desired, observed, status).is_empty()
-            && extra_schemes(desired, observed).is_empty()
+            && extra_schemes(desired, observed, status).is_empty()
     }
 
     async fn update(
@@ -177,14 +211,14 @@ impl External for System {
             changed.push("name, domain or base URL".to_owned());
         }
         let upserted = stale_schemes(desired, &observed, status);
-        for scheme in &upserted {
+        for (scheme_id, scheme) in &upserted {
             versori
-                .upsert_auth_scheme(&id, scheme)
+                .upsert_auth_scheme_at(&id, scheme_id, scheme)
                 .await
                 .map_err(Error::versori("updating an auth scheme"))?;
         }
         let mut removed = Vec::new();
-        for scheme_id in extra_schemes(desired, &observed) {
+        for scheme_id in extra_schemes(desired, &observed, status) {
             match versori.delete_auth_scheme(&id, &scheme_id).await {
                 Ok(()) => removed.push(scheme_id),
                 Err(e) if e.is_not_found() => {}
@@ -199,7 +233,7 @@ impl External for System {
         if !upserted.is_empty() || !removed.is_empty() {
             changed.push(format!(
                 "auth schemes updated {:?}, removed {removed:?}",
-                upserted.iter().filter_map(|s| s.id()).collect::<Vec<_>>()
+                upserted.iter().map(|(id, _)| id).collect::<Vec<_>>()
             ));
         }
         Ok((observed, changed.join("; ")))
@@ -212,7 +246,7 @@ impl External for System {
         status: &mut SystemStatus,
     ) -> String {
         status.id = Some(observed.id.clone());
-        status.auth_scheme_ids = scheme_ids(&desired.schemes);
+        status.auth_scheme_ids = desired.scheme_ids.clone();
         status.secret_hash = Some(desired.secret_hash.clone());
         format!("Versori system {:?} has ID {}", desired.name, observed.id)
     }
@@ -229,35 +263,63 @@ impl External for System {
     }
 }
 
-/// The desired schemes that differ from what Versori holds, or whose client secret changed
-/// since it was last sent (Versori never returns it).
-fn stale_schemes(
-    desired: &DesiredSystem,
+/// The desired schemes (with their IDs) that differ from what Versori holds, or whose secret
+/// changed since it was last sent (Versori never returns it). A jwt-bearer or secret scheme
+/// reads back as its type alone, without an ID: it counts as held while Versori holds at least
+/// as many of that type as the spec asks for and status records its ID as sent.
+fn stale_schemes<'d>(
+    desired: &'d DesiredSystem,
     observed: &api::System,
     status: &SystemStatus,
-) -> Vec<api::AuthSchemeConfig> {
+) -> Vec<(&'d str, &'d api::AuthSchemeConfig)> {
     let secrets_changed = status.secret_hash.as_deref() != Some(desired.secret_hash.as_str());
+    let memberless_held = |t: api::AuthSchemeType| {
+        observed
+            .auth_scheme_configs
+            .iter()
+            .filter(|o| o.type_ == t && o.id().is_none())
+            .count()
+    };
+    let memberless_wanted = |t: api::AuthSchemeType| {
+        desired
+            .schemes
+            .iter()
+            .filter(|d| d.type_ == t && d.id().is_none())
+            .count()
+    };
     desired
-        .schemes
-        .iter()
-        .filter(|scheme| {
-            let current = observed.auth_scheme_config(scheme.id().unwrap_or_default());
+        .with_ids()
+        .filter(|(id, scheme)| {
+            if scheme.id().is_none() {
+                return memberless_held(scheme.type_) < memberless_wanted(scheme.type_)
+                    || !status.auth_scheme_ids.iter().any(|s| s == id);
+            }
+            let current = observed.auth_scheme_config(id);
             current.is_none_or(|o| comparable(o) != comparable(scheme))
                 || (secrets_changed && has_secret(scheme))
         })
-        .cloned()
         .collect()
 }
 
-/// The IDs of schemes Versori holds that the spec no longer lists.
-fn extra_schemes(desired: &DesiredSystem, observed: &api::System) -> Vec<String> {
-    observed
+/// The IDs of schemes Versori holds that the spec no longer lists: those read back with an ID,
+/// and those status recorded as sent (a jwt-bearer or secret scheme reads back without one).
+fn extra_schemes(
+    desired: &DesiredSystem,
+    observed: &api::System,
+    status: &SystemStatus,
+) -> Vec<String> {
+    let mut extra: Vec<String> = observed
         .auth_scheme_configs
         .iter()
         .filter_map(|o| o.id())
-        .filter(|id| !desired.schemes.iter().any(|d| d.id() == Some(*id)))
+        .chain(status.auth_scheme_ids.iter().map(String::as_str))
+        .filter(|id| !desired.scheme_ids.iter().any(|d| d == id))
         .map(str::to_owned)
-        .collect()
+        .collect();
+    extra.dedup();
+    extra.sort();
+    extra.dedup();
+    extra
 }
 
 impl System {
@@ -281,13 +343,6 @@ impl System {
             .map(|r| r.name.clone())
             .collect()
     }
-}
-
-fn scheme_ids(schemes: &[api::AuthSchemeConfig]) -> Vec<String> {
-    schemes
-        .iter()
-        .filter_map(|s| s.id().map(str::to_owned))
-        .collect()
 }
 
 fn has_secret(scheme: &api::AuthSchemeConfig) -> bool {
