@@ -627,3 +627,86 @@ pub fn controller(
         });
     Ok(controller)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn desired(schemes: Vec<(&str, api::AuthSchemeConfig)>) -> DesiredSystem {
+        DesiredSystem {
+            name: "s".into(),
+            scheme_ids: schemes.iter().map(|(id, _)| (*id).to_owned()).collect(),
+            schemes: schemes.into_iter().map(|(_, s)| s).collect(),
+            secret_hash: "h".into(),
+        }
+    }
+
+    fn observed(configs: Vec<api::AuthSchemeConfig>) -> api::System {
+        api::System {
+            id: "01KKBR46SH7JES8AZ14EEAK0CX".into(),
+            name: "s".into(),
+            domain: "d".into(),
+            template_base_url: "https://a.example.com/".into(),
+            auth_scheme_configs: configs,
+        }
+    }
+
+    fn status(ids: &[&str]) -> SystemStatus {
+        SystemStatus {
+            auth_scheme_ids: ids.iter().map(|s| (*s).to_owned()).collect(),
+            secret_hash: Some("h".into()),
+            ..SystemStatus::default()
+        }
+    }
+
+    fn jwt() -> api::AuthSchemeConfig {
+        api::AuthSchemeConfig::memberless(api::AuthSchemeType::JwtBearer)
+    }
+
+    fn secret() -> api::AuthSchemeConfig {
+        api::AuthSchemeConfig::memberless(api::AuthSchemeType::Secret)
+    }
+
+    #[test]
+    fn memberless_schemes_held_and_recorded_are_up_to_date() {
+        let none = api::AuthSchemeConfig::none("n", "");
+        let want = desired(vec![
+            ("n", none.clone()),
+            ("jwt", jwt()),
+            ("vault", secret()),
+        ]);
+        let held = observed(vec![none, jwt(), secret()]);
+        let recorded = status(&["n", "jwt", "vault"]);
+        assert!(stale_schemes(&want, &held, &recorded).is_empty());
+        assert!(extra_schemes(&want, &held, &recorded).is_empty());
+    }
+
+    #[test]
+    fn a_missing_or_unrecorded_memberless_scheme_is_sent() {
+        let want = desired(vec![("jwt", jwt()), ("vault", secret())]);
+        // Versori lost the secret scheme: only that one is sent.
+        let stale = stale_schemes(&want, &observed(vec![jwt()]), &status(&["jwt", "vault"]));
+        assert_eq!(
+            stale.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+            ["vault"]
+        );
+        // Held, but status never recorded sending it (adopted, or a crash before the record).
+        let stale = stale_schemes(&want, &observed(vec![jwt(), secret()]), &status(&["jwt"]));
+        assert_eq!(
+            stale.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+            ["vault"]
+        );
+    }
+
+    #[test]
+    fn a_memberless_scheme_removed_from_the_spec_is_deleted_by_its_recorded_id() {
+        let want = desired(vec![("jwt", jwt())]);
+        let held = observed(vec![
+            jwt(),
+            secret(),
+            api::AuthSchemeConfig::none("old", ""),
+        ]);
+        let extra = extra_schemes(&want, &held, &status(&["jwt", "vault"]));
+        assert_eq!(extra, ["old", "vault"]);
+    }
+}
