@@ -1058,17 +1058,6 @@ async fn complete_with(
     // The pending state is spent whatever happens next: a replay finds nothing.
     clear_authorization(&mut status);
     reconciler::Ops::write_status(&ops, obj, &status).await?;
-    // That write moved the resource's version, and the create marker is claimed with the
-    // version as precondition: claim it on the resource as it is now.
-    let fresh = reconciler::Ops::get(&ops, &obj.name_any())
-        .await?
-        .ok_or_else(|| Error::Waiting {
-            reason: Reason::Deleting,
-            message: "the Connection was deleted while its authorization completed".into(),
-        })?;
-    let fresh_rc = Reconciling::new(rc.ctx, &fresh, &rc.namespace);
-    let rc = &fresh_rc;
-    let obj = &fresh;
     let locator = ConnectionLocator {
         name: name.clone(),
         system_id: template.system_id.clone(),
