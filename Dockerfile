@@ -13,6 +13,9 @@ WORKDIR /src
 # Only what the build needs (see .dockerignore).
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
+# The workspace's other member (the Versori emulator, for tests): cargo reads every member's
+# manifest to load the workspace. Only versori-operator is built below.
+COPY crates ./crates
 # --locked: build exactly the dependency versions in Cargo.lock. The cache mounts keep the crate
 # registry and target directory between builds (BuildKit); the binary is copied out of them.
 RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \

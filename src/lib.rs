@@ -1,6 +1,5 @@
 pub mod config;
 pub mod controllers;
-pub mod emulator;
 pub mod leader;
 pub mod metrics;
 pub mod operator;

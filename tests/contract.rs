@@ -1,5 +1,5 @@
 //! Contract tests: the Versori API client (`versori_operator::versori`) driven against the
-//! in-process emulator (`versori_operator::emulator`) through every operation of
+//! in-process emulator (the `versori_emulator` crate) through every operation of
 //! `/work/shared/versori-api.md` and every error case.
 //!
 //! Each test starts its own emulator on `127.0.0.1:0` (seeded with project `demo`,
@@ -16,14 +16,16 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use url::Url;
 
-use versori_operator::emulator::{EmulatorConfig, Seed, SeedEnvironment, SeedProject, serve};
+use versori_emulator::{EmulatorConfig, Seed, SeedEnvironment, SeedProject, serve};
 use versori_operator::versori::models::{
     ApiKeyLocation, AuthSchemeConfig, AuthSchemeType, ConnectionCreate, ConnectionCredential,
-    ConnectionTemplate, ConnectionUpdate, Credential, CredentialData, CredentialType, DigestInput,
-    EnvSystemConnectionCreate, EnvironmentStatus, ErrorBody, GrantType, HmacAlgorithm,
-    HmacEncoding, HmacScheme, InitialiseOAuth2ConnectionRequest, LinkSystem, OAuth2ClientGrant,
-    OAuth2CodeCredential, OAuth2Grant, OAuth2Scheme, OAuth2Scope, System, SystemCreate,
-    UpdateConnectionTemplate, UpdateSystem, ZERO_ULID,
+    ConnectionTemplate, ConnectionUpdate, Credential, CredentialData, CredentialRef,
+    CredentialType, DigestInput, EnvSystemConnectionCreate, EnvironmentStatus, ErrorBody,
+    GrantType, HmacAlgorithm, HmacEncoding, HmacScheme, InitialiseOAuth1ConnectionRequest,
+    InitialiseOAuth2ConnectionRequest, LinkSystem, OAuth1Endpoint, OAuth1Scheme,
+    OAuth1SignatureMethod, OAuth2ClientGrant, OAuth2CodeCredential, OAuth2Grant, OAuth2Scheme,
+    OAuth2Scope, ParameterTransmission, System, SystemCreate, UpdateConnectionTemplate,
+    UpdateSystem, ZERO_ULID,
 };
 use versori_operator::versori::{
     ApiError, AuthHeaderScheme, CallRecord, ClientConfig, SecretValue, VersoriClient,
@@ -285,7 +287,12 @@ fn field_err(err: &ApiError, field: &str) {
 }
 
 fn is_ulid(s: &str) -> bool {
-    s.len() == 26 && s != ZERO_ULID && ulid::Ulid::from_string(s).is_ok()
+    // 26 Crockford base32 characters, the first 0-7 (128 bits), not the zero ULID.
+    const CROCKFORD: &str = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+    s.len() == 26
+        && s != ZERO_ULID
+        && s.chars().all(|c| CROCKFORD.contains(c))
+        && s.starts_with(|c: char| ('0'..='7').contains(&c))
 }
 
 /// The element of a JSON array whose `key` equals `value`.
@@ -349,6 +356,33 @@ fn oauth2_client_credentials_scheme() -> AuthSchemeConfig {
     ))
 }
 
+/// An oauth1 scheme: with `token_auth`, connections carry an oauth1-token and the endpoints are
+/// left out; without, the browser flow and all three endpoints.
+fn oauth1_scheme(id: &str, consumer_secret: &str, token_auth: bool) -> AuthSchemeConfig {
+    let mut scheme = OAuth1Scheme::new(
+        id,
+        "OAuth 1.0",
+        "consumer-key-1",
+        SecretValue::new(consumer_secret),
+        OAuth1SignatureMethod::Sha256,
+    );
+    scheme.token_auth = Some(token_auth);
+    if !token_auth {
+        scheme.temp_credential_endpoint = Some(OAuth1Endpoint {
+            parameter_transmission: Some(ParameterTransmission::AuthorizationHeader),
+            ..OAuth1Endpoint::new("https://erp.example.com/oauth/request_token")
+        });
+        scheme.resource_owner_authorization_endpoint = Some(OAuth1Endpoint::new(
+            "https://erp.example.com/oauth/authorize",
+        ));
+        scheme.token_endpoint = Some(OAuth1Endpoint {
+            parameter_transmission: Some(ParameterTransmission::Form),
+            ..OAuth1Endpoint::new("https://erp.example.com/oauth/access_token")
+        });
+    }
+    AuthSchemeConfig::oauth1(scheme)
+}
+
 fn hmac_scheme() -> AuthSchemeConfig {
     AuthSchemeConfig::hmac(HmacScheme {
         id: "webhook-sig".to_owned(),
@@ -366,11 +400,13 @@ fn hmac_scheme() -> AuthSchemeConfig {
 /// what was sent compares equal to what is read back.
 fn norm(cfg: &AuthSchemeConfig) -> AuthSchemeConfig {
     let mut cfg = cfg.clone();
+    if let Some(m) = cfg.oauth1.as_mut() {
+        m.validation_messages = None;
+    }
     for member in [
         cfg.none.as_mut(),
         cfg.basic_auth.as_mut(),
         cfg.certificate.as_mut(),
-        cfg.oauth1.as_mut(),
     ]
     .into_iter()
     .flatten()
@@ -2588,5 +2624,635 @@ async fn faults_latency_is_measurable() {
     assert_eq!(emu.last_call().status, None);
 
     drop((client, impatient));
+    emu.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The schemes and credentials the CLI stops short of
+// ---------------------------------------------------------------------------------------------
+
+/// Every credential kind of the contract's second table, sent in its shape and stored exactly.
+const PEM_CERT: &str = "-----BEGIN CERTIFICATE-----\nMIIBcert\n-----END CERTIFICATE-----\n";
+const PEM_CA: &str = "-----BEGIN CERTIFICATE-----\nMIIBca\n-----END CERTIFICATE-----\n";
+
+#[tokio::test]
+async fn oauth1_jwt_bearer_and_secret_schemes_in_the_contract_shape() {
+    const CONSUMER_SECRET: &str = "canary-consumer-secret-6b21";
+    let emu = Emu::start().await;
+    let client = emu.client();
+    let erp = client
+        .create_system(&system_body(
+            "erp",
+            vec![
+                oauth1_scheme("oauth1-flow", CONSUMER_SECRET, false),
+                oauth1_scheme("oauth1-token", CONSUMER_SECRET, true),
+            ],
+        ))
+        .await
+        .expect("create with oauth1 schemes");
+    no_canary("create_system", &erp, &[CONSUMER_SECRET]);
+    for cfg in &erp.auth_scheme_configs {
+        assert!(cfg.is_consistent(), "{cfg:?}");
+        let o = cfg.oauth1.as_ref().expect("oauth1");
+        assert!(
+            o.credential_id.as_deref().is_some_and(is_ulid),
+            "server-assigned credentialId: {o:?}"
+        );
+        assert_eq!(o.consumer_secret.expose(), "******", "six asterisks");
+        assert_eq!(o.consumer_key, "consumer-key-1");
+    }
+    let flow = erp.auth_scheme_configs[0].oauth1.as_ref().expect("oauth1");
+    assert_eq!(
+        flow.token_endpoint.as_ref().map(|e| e.url.as_str()),
+        Some("https://erp.example.com/oauth/access_token")
+    );
+    assert_eq!(
+        flow.temp_credential_endpoint
+            .as_ref()
+            .and_then(|e| e.parameter_transmission),
+        Some(ParameterTransmission::AuthorizationHeader)
+    );
+    // The types without a member: PUT at their ID, read back as the type alone.
+    for (id, type_) in [
+        ("jwt", AuthSchemeType::JwtBearer),
+        ("signing", AuthSchemeType::Secret),
+    ] {
+        let answer = client
+            .upsert_auth_scheme_at(&erp.id, id, &AuthSchemeConfig::memberless(type_))
+            .await
+            .expect("upsert a memberless scheme");
+        assert_eq!(emu.last_status(), Some(201));
+        assert_eq!(answer.type_, type_);
+        assert_eq!(answer.id(), None);
+    }
+    let (_, raw) = emu
+        .raw(reqwest::Method::GET, &format!("/systems/{}", erp.id), None)
+        .await;
+    let configs = raw["authSchemeConfigs"].as_array().expect("configs");
+    assert_eq!(configs.len(), 4);
+    assert_eq!(configs[2], json!({"type": "jwt-bearer"}));
+    assert_eq!(configs[3], json!({"type": "secret"}));
+    assert_eq!(configs[0]["oauth1"]["consumerSecret"], "******");
+    assert!(!raw.to_string().contains(CONSUMER_SECRET));
+    let state = emu.state().await;
+    assert_eq!(
+        find(&state["systems"], "id", &erp.id)["authSchemeConfigs"][0]["oauth1"]["consumerSecret"],
+        CONSUMER_SECRET
+    );
+
+    // A template can use a memberless config by the ID it was PUT at; while it does, the config
+    // cannot be deleted; the unused one can.
+    let template = client
+        .link_system(PROJECT, &link(&erp.id, "erp", PROD, false))
+        .await
+        .expect("link");
+    let template = client
+        .update_connection_template(
+            PROJECT,
+            &template.connection_template_id,
+            &UpdateConnectionTemplate {
+                auth_scheme_config_ids: Some(vec!["jwt".to_owned()]),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("use jwt");
+    assert_eq!(
+        template.auth_scheme_configs,
+        [AuthSchemeConfig::memberless(AuthSchemeType::JwtBearer)]
+    );
+    api_err(
+        &client
+            .delete_auth_scheme(&erp.id, "jwt")
+            .await
+            .expect_err("in use"),
+        409,
+        "conflict",
+    );
+    client
+        .delete_auth_scheme(&erp.id, "signing")
+        .await
+        .expect("delete the unused secret scheme");
+    assert_eq!(emu.last_status(), Some(204));
+
+    // Re-upserting the oauth1 scheme with its credentialId keeps it; a foreign one is refused.
+    let mut again = oauth1_scheme("oauth1-flow", CONSUMER_SECRET, false);
+    if let Some(o) = again.oauth1.as_mut() {
+        o.credential_id = flow.credential_id.clone();
+    }
+    let kept = client
+        .upsert_auth_scheme(&erp.id, &again)
+        .await
+        .expect("upsert with its credentialId");
+    assert_eq!(
+        kept.oauth1.and_then(|o| o.credential_id),
+        flow.credential_id
+    );
+    if let Some(o) = again.oauth1.as_mut() {
+        o.credential_id = Some(UNKNOWN.to_owned());
+    }
+    field_err(
+        &client
+            .upsert_auth_scheme(&erp.id, &again)
+            .await
+            .expect_err("foreign credentialId"),
+        "oauth1.credentialId",
+    );
+
+    // Refusals, raw (the typed client cannot build most of them).
+    let put_path = format!("/systems/{}/auth-scheme-configs/bad", erp.id);
+    let base = json!({"id": "bad", "description": "", "consumerKey": "k",
+        "consumerSecret": "s", "signatureMethod": "sha256"});
+    let cases = [
+        (
+            json!({"type": "oauth1", "oauth1": base}),
+            "oauth1.tempCredentialEndpoint",
+        ),
+        (
+            json!({"type": "oauth1", "oauth1": {"id": "bad", "description": "", "consumerKey": "k",
+                "consumerSecret": "s", "signatureMethod": "md5", "tokenAuth": true}}),
+            "oauth1.signatureMethod",
+        ),
+        (
+            json!({"type": "oauth1", "oauth1": {"id": "bad", "description": "", "consumerKey": "k",
+                "signatureMethod": "sha1", "tokenAuth": true}}),
+            "oauth1.consumerSecret",
+        ),
+        (
+            json!({"type": "oauth1", "oauth1": {"id": "bad", "description": "", "consumerKey": "k",
+                "consumerSecret": "s", "signatureMethod": "sha1", "tokenAuth": true,
+                "tokenEndpoint": {"url": "https://p/t", "parameterTransmission": "AUTH_STYLE_BODY"}}}),
+            "oauth1.tokenEndpoint.parameterTransmission",
+        ),
+        (
+            json!({"type": "jwt-bearer", "jwtBearer": {"id": "bad"}}),
+            "jwtBearer",
+        ),
+        (json!({"type": "secret", "secret": {"id": "bad"}}), "secret"),
+        (json!({"type": "secret", "oauth1": base}), "oauth1"),
+    ];
+    for (body, field) in cases {
+        let (status, answer) = emu
+            .raw(reqwest::Method::PUT, &put_path, Some(body.clone()))
+            .await;
+        assert_eq!(status, 400, "{body}: {answer}");
+        let fields: Vec<&str> = answer["fields"]
+            .as_array()
+            .expect("fields")
+            .iter()
+            .filter_map(|f| f["field"].as_str())
+            .collect();
+        assert!(fields.contains(&field), "{body}: {fields:?}");
+    }
+
+    drop(client);
+    emu.stop().await;
+}
+
+#[tokio::test]
+async fn connections_carry_every_credential_kind_in_the_contract_shape() {
+    const KEY: &str = "canary-private-key-0a1b";
+    const HMAC: &str = "canary-hmac-secret-33c2";
+    const SECRET: &str = "canary-secret-value-8d4e";
+    const JWT: &str = "canary-jwt-key-5f60";
+    const TOKEN: &str = "canary-oauth1-token-71a9";
+    const TOKEN_SECRET: &str = "canary-oauth1-token-secret-2e8b";
+    const BINARY: &str = "Y2FuYXJ5LWJpbmFyeS05OWYx"; // base64 of canary-binary-99f1
+    let all = [KEY, HMAC, SECRET, JWT, TOKEN, TOKEN_SECRET, BINARY];
+    let emu = Emu::start().await;
+    let client = emu.client();
+    let pem_key = format!("-----BEGIN PRIVATE KEY-----\n{KEY}\n-----END PRIVATE KEY-----\n");
+
+    let mut made = Vec::new();
+    let kinds: Vec<(&str, AuthSchemeConfig, Credential)> = vec![
+        (
+            "mtls",
+            AuthSchemeConfig::certificate("mtls", "client certificate"),
+            Credential::certificate(ORG, PEM_CERT, pem_key.as_str().into(), PEM_CA),
+        ),
+        (
+            "webhooks",
+            hmac_scheme(),
+            Credential::string(ORG, HMAC.into()),
+        ),
+        (
+            "vault",
+            AuthSchemeConfig::memberless(AuthSchemeType::Secret),
+            Credential::string(ORG, SECRET.into()),
+        ),
+        (
+            "jwt",
+            AuthSchemeConfig::memberless(AuthSchemeType::JwtBearer),
+            Credential::string(ORG, JWT.into()),
+        ),
+        (
+            "erp",
+            oauth1_scheme("oauth1", "consumer-secret", true),
+            Credential::oauth1_token(ORG, TOKEN.into(), TOKEN_SECRET.into()),
+        ),
+        (
+            "keystore",
+            AuthSchemeConfig::certificate("keystore", "a PKCS#12 keystore"),
+            Credential::binary(ORG, BINARY.into()),
+        ),
+    ];
+    for (name, scheme, credential) in kinds {
+        // Memberless schemes have no ID in a create body: PUT them at one.
+        let memberless = scheme.id().is_none();
+        let system = client
+            .create_system(&system_body(
+                name,
+                if memberless {
+                    vec![]
+                } else {
+                    vec![scheme.clone()]
+                },
+            ))
+            .await
+            .expect("system");
+        if memberless {
+            client
+                .upsert_auth_scheme_at(&system.id, name, &scheme)
+                .await
+                .expect("memberless scheme");
+        }
+        let mut template = client
+            .link_system(PROJECT, &link(&system.id, name, PROD, false))
+            .await
+            .expect("link");
+        if memberless {
+            template = client
+                .update_connection_template(
+                    PROJECT,
+                    &template.connection_template_id,
+                    &UpdateConnectionTemplate {
+                        auth_scheme_config_ids: Some(vec![name.to_owned()]),
+                        ..Default::default()
+                    },
+                )
+                .await
+                .expect("use it");
+        }
+        assert_eq!(template.auth_scheme_configs[0].type_, scheme.type_);
+        let body = connection_body(&template, &format!("{name}-conn"), credential, None);
+        let connection = client.create_connection(&body).await.expect(name);
+        assert_eq!(emu.last_status(), Some(201));
+        no_canary(name, &connection, &all);
+        made.push((name, connection.id));
+    }
+
+    // Versori holds exactly those values, in the contract's shapes.
+    let state = emu.state().await;
+    let data = |name: &str| {
+        let id = &made.iter().find(|(n, _)| *n == name).expect("made").1;
+        let cred = &find(&state["connections"], "id", id)["credentials"][0]["credential"];
+        (cred["type"].clone(), cred["data"].clone())
+    };
+    assert_eq!(
+        data("mtls"),
+        (
+            json!("certificate"),
+            json!({"certificate": {"certificate": PEM_CERT, "key": pem_key, "ca": PEM_CA}})
+        )
+    );
+    assert_eq!(
+        data("webhooks"),
+        (json!("string"), json!({"string": {"value": HMAC}}))
+    );
+    assert_eq!(
+        data("vault"),
+        (json!("string"), json!({"string": {"value": SECRET}}))
+    );
+    assert_eq!(
+        data("jwt"),
+        (json!("string"), json!({"string": {"value": JWT}}))
+    );
+    assert_eq!(
+        data("erp"),
+        (
+            json!("oauth1-token"),
+            json!({"oauth1Token": {"token": TOKEN, "tokenSecret": TOKEN_SECRET}})
+        )
+    );
+    assert_eq!(
+        data("keystore"),
+        (json!("binary"), json!({"binary": {"valueBase64": BINARY}}))
+    );
+
+    // Every read redacts them as six asterisks; the certificate and CA are not secret.
+    let (status, listed) = emu
+        .raw(
+            reqwest::Method::GET,
+            &format!("/projects/{PROJECT}/connections?env_id={PROD}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    let text = listed.to_string();
+    for canary in all {
+        assert!(!text.contains(canary), "a listing leaks a secret");
+    }
+    for (name, id) in &made {
+        let (_, read) = emu
+            .raw(reqwest::Method::GET, &format!("/connections/{id}"), None)
+            .await;
+        let data = &read["credentials"][0]["credential"]["data"];
+        let masked: Vec<&Value> = match *name {
+            "mtls" => vec![&data["certificate"]["key"]],
+            "webhooks" | "vault" | "jwt" => vec![&data["string"]["value"]],
+            "erp" => vec![
+                &data["oauth1Token"]["token"],
+                &data["oauth1Token"]["tokenSecret"],
+            ],
+            _ => vec![&data["binary"]["valueBase64"]],
+        };
+        for value in masked {
+            assert_eq!(value, "******", "{name}: {data}");
+        }
+        if *name == "mtls" {
+            assert_eq!(data["certificate"]["certificate"], PEM_CERT);
+            assert_eq!(data["certificate"]["ca"], PEM_CA);
+        }
+    }
+
+    // Refusals name their fields.
+    let keystore = made.last().expect("keystore").1.clone();
+    let refused = [
+        (
+            json!({"type": "binary", "organisationId": ORG, "data": {"binary": {"valueBase64": "not base64!"}}}),
+            "credentials[0].credential.data.binary.valueBase64",
+        ),
+        (
+            json!({"type": "certificate", "organisationId": ORG, "data": {"certificate": {"certificate": "plain text", "key": pem_key, "ca": ""}}}),
+            "credentials[0].credential.data.certificate.certificate",
+        ),
+        (
+            json!({"type": "oauth1-token", "organisationId": ORG, "data": {"oauth1Token": {"token": "t"}}}),
+            "credentials[0].credential.data.oauth1Token.tokenSecret",
+        ),
+        (
+            json!({"type": "oauth1", "organisationId": ORG, "data": {"oauth1": {"state": "s", "oauthToken": "t"}}}),
+            "credentials[0].credential.data.oauth1.oauthVerifier",
+        ),
+    ];
+    for (credential, field) in refused {
+        let (status, answer) = emu
+            .raw(
+                reqwest::Method::PUT,
+                &format!("/connections/{keystore}"),
+                Some(json!({"name": "keystore-conn", "baseUrl": "", "credentials": [{"credential": credential}]})),
+            )
+            .await;
+        assert_eq!(status, 400, "{answer}");
+        let fields: Vec<&str> = answer["fields"]
+            .as_array()
+            .expect("fields")
+            .iter()
+            .filter_map(|f| f["field"].as_str())
+            .collect();
+        assert!(fields.contains(&field), "{fields:?}");
+    }
+
+    drop(client);
+    emu.stop().await;
+}
+
+#[tokio::test]
+async fn oauth1_browser_flow_through_the_authorize_page() {
+    let emu = Emu::start().await;
+    let client = emu.client();
+    let erp = client
+        .create_system(&system_body(
+            "erp",
+            vec![
+                oauth1_scheme("oauth1-flow", "consumer-secret", false),
+                oauth1_scheme("oauth1-token", "consumer-secret", true),
+            ],
+        ))
+        .await
+        .expect("system");
+    let credential_of = |i: usize| {
+        erp.auth_scheme_configs[i]
+            .oauth1
+            .as_ref()
+            .and_then(|o| o.credential_id.clone())
+            .expect("credentialId")
+    };
+    let template = client
+        .link_system(PROJECT, &link(&erp.id, "erp", PROD, false))
+        .await
+        .expect("link");
+    let redirect = "https://operator.example.com/oauth2/callback";
+    let request = |credential_id: String| InitialiseOAuth1ConnectionRequest {
+        credential: CredentialRef {
+            id: credential_id,
+            organisation_id: ORG.to_owned(),
+        },
+        redirect_url: redirect.to_owned(),
+    };
+    let answer = client
+        .initialise_oauth1(&erp.id, &request(credential_of(0)))
+        .await
+        .expect("initialise");
+    assert_eq!(emu.last_status(), Some(200));
+    let url = Url::parse(&answer.url).expect("a URL");
+    let query: std::collections::HashMap<String, String> = url.query_pairs().into_owned().collect();
+    let state_param = query.get("state").expect("state").clone();
+    let token = query.get("oauth_token").expect("oauth_token").clone();
+
+    // The provider's page sends the browser back with the token and a verifier.
+    let response = emu.http.get(url.as_str()).send().await.expect("authorize");
+    assert_eq!(response.status(), 302);
+    let location = Url::parse(response.headers()["location"].to_str().expect("location"))
+        .expect("location URL");
+    assert!(location.as_str().starts_with(redirect));
+    let back: std::collections::HashMap<String, String> =
+        location.query_pairs().into_owned().collect();
+    assert_eq!(back.get("oauth_token"), Some(&token));
+    let verifier = back.get("oauth_verifier").expect("oauth_verifier").clone();
+
+    // A wrong verifier is refused; the right one makes the connection, once.
+    let body = |verifier: &str| {
+        connection_body(
+            &template,
+            "erp-user",
+            Credential::oauth1(ORG, &state_param, token.as_str().into(), verifier.into()),
+            None,
+        )
+    };
+    field_err(
+        &client
+            .create_connection(&body("forged"))
+            .await
+            .expect_err("wrong verifier"),
+        "connection.credentials[0].credential.data.oauth1.oauthVerifier",
+    );
+    let connection = client
+        .create_connection(&body(&verifier))
+        .await
+        .expect("oauth1 connection");
+    no_canary("oauth1 connection", &connection, &[verifier.as_str()]);
+    let state = emu.state().await;
+    let stored = &find(&state["connections"], "id", &connection.id)["credentials"][0]["credential"];
+    assert_eq!(stored["type"], "oauth1");
+    assert_eq!(
+        stored["data"]["oauth1"],
+        json!({"state": state_param, "oauthToken": token, "oauthVerifier": verifier})
+    );
+    assert_eq!(state["oauth1Flows"], json!([]), "the flow is spent");
+    let mut replay = body(&verifier);
+    replay.connection.name = "erp-replay".to_owned();
+    field_err(
+        &client
+            .create_connection(&replay)
+            .await
+            .expect_err("replayed verifier"),
+        "connection.credentials[0].credential.data.oauth1.oauthVerifier",
+    );
+
+    // Refusals: a tokenAuth scheme has no browser flow; an unknown credential; no redirect.
+    field_err(
+        &client
+            .initialise_oauth1(&erp.id, &request(credential_of(1)))
+            .await
+            .expect_err("tokenAuth"),
+        "credential.id",
+    );
+    field_err(
+        &client
+            .initialise_oauth1(&erp.id, &request(UNKNOWN.to_owned()))
+            .await
+            .expect_err("unknown credential"),
+        "credential.id",
+    );
+    api_err(
+        &client
+            .initialise_oauth1(UNKNOWN, &request(credential_of(0)))
+            .await
+            .expect_err("unknown system"),
+        404,
+        "not_found",
+    );
+    let (status, answer) = emu
+        .raw(
+            reqwest::Method::POST,
+            &format!("/systems/{}/oauth1/initialise", erp.id),
+            Some(json!({"credential": {"id": credential_of(0), "organisationId": ORG}})),
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(answer["fields"][0]["field"], "redirectUrl");
+    let unknown = emu
+        .http
+        .get(emu.hook("oauth1/authorize?oauth_token=never-issued"))
+        .send()
+        .await
+        .expect("authorize");
+    assert_eq!(unknown.status(), 400);
+
+    drop(client);
+    emu.stop().await;
+}
+
+#[tokio::test]
+async fn unpaged_listings_answer_a_hundred_templates_in_one_page() {
+    let emu = Emu::start().await;
+    let client = emu.client();
+    let system = client
+        .create_system(&system_body("bulk", vec![api_key_scheme()]))
+        .await
+        .expect("system");
+    let mut templates = Vec::new();
+    for i in 0..100 {
+        templates.push(
+            client
+                .link_system(PROJECT, &link(&system.id, &format!("t{i:03}"), PROD, false))
+                .await
+                .expect("link"),
+        );
+    }
+    for template in templates.iter().take(30) {
+        client
+            .create_connection(&EnvSystemConnectionCreate {
+                connection_template_id: template.connection_template_id.clone(),
+                connection: ConnectionCreate {
+                    name: format!("c-{}", template.name),
+                    credentials: vec![ConnectionCredential::bypass(ORG)],
+                    base_url: None,
+                },
+                external_id: None,
+            })
+            .await
+            .expect("connection");
+    }
+
+    // One answer, every item, no cursor: what the CLI reads.
+    let (status, page) = emu
+        .raw(
+            reqwest::Method::GET,
+            &format!("/projects/{PROJECT}/connection-templates?env_id={PROD}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(page["totalCount"], 100);
+    assert_eq!(page["items"].as_array().map(Vec::len), Some(100));
+    assert!(page.get("next").is_none() && page.get("prev").is_none());
+    assert_eq!(page["items"][99]["name"], "t099");
+    let (_, connections) = emu
+        .raw(
+            reqwest::Method::GET,
+            &format!("/projects/{PROJECT}/connections?env_id={PROD}"),
+            None,
+        )
+        .await;
+    assert_eq!(connections["totalCount"], 30);
+    assert_eq!(connections["items"].as_array().map(Vec::len), Some(30));
+    assert!(connections.get("next").is_none());
+
+    // The client reads each with one call.
+    let before = emu.calls.lock().expect("calls").len();
+    let listed = client
+        .list_connection_templates(PROJECT, PROD)
+        .await
+        .expect("templates");
+    assert_eq!(listed.len(), 100);
+    assert_eq!(listed[42].name, "t042");
+    let listed = client
+        .list_project_connections(PROJECT, PROD)
+        .await
+        .expect("connections");
+    assert_eq!(listed.len(), 30);
+    assert_eq!(emu.calls.lock().expect("calls").len() - before, 2);
+
+    // Paging parameters are refused where the API takes none; the paged lists still page.
+    for query in ["first=10", "after=abc", "before=abc"] {
+        for list in ["connection-templates", "connections"] {
+            let (status, answer) = emu
+                .raw(
+                    reqwest::Method::GET,
+                    &format!("/projects/{PROJECT}/{list}?env_id={PROD}&{query}"),
+                    None,
+                )
+                .await;
+            assert_eq!(status, 400, "{list}?{query}: {answer}");
+            let param = query.split('=').next().unwrap_or_default();
+            assert_eq!(answer["fields"][0]["field"], param);
+        }
+    }
+    let (_, paged) = emu.raw(reqwest::Method::GET, "/connections", None).await;
+    assert_eq!(paged["totalCount"], 30);
+    assert_eq!(paged["items"].as_array().map(Vec::len), Some(20));
+    assert!(paged["next"].is_string());
+    assert_eq!(
+        client
+            .list_connections(None, None)
+            .await
+            .expect("follows next")
+            .len(),
+        30
+    );
+
+    drop(client);
     emu.stop().await;
 }

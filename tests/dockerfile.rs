@@ -281,7 +281,7 @@ fn dockerignore_keeps_build_output_and_test_state_out() {
         assert!(excludes(name), ".dockerignore does not exclude {name}");
     }
     // Whatever the Dockerfile copies from the context must not be ignored.
-    for needed in ["Cargo.toml", "Cargo.lock", "src"] {
+    for needed in ["Cargo.toml", "Cargo.lock", "src", "crates"] {
         assert!(
             !excludes(needed),
             ".dockerignore excludes {needed}, which the build needs"
@@ -300,7 +300,7 @@ fn build_inputs_are_copied_and_cargo_lock_is_current() {
             words[..words.len().saturating_sub(1)].to_vec()
         })
         .collect();
-    for needed in ["Cargo.toml", "Cargo.lock", "src"] {
+    for needed in ["Cargo.toml", "Cargo.lock", "src", "crates"] {
         assert!(
             copied.iter().any(|c| c.trim_end_matches('/') == needed),
             "the Dockerfile does not COPY {needed}"

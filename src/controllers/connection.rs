@@ -54,6 +54,8 @@ enum Wanted {
     Send { credential: Desired, hash: String },
     /// A person authorizes in a browser; the operator's callback creates the connection.
     AuthorizationCode,
+    /// The same for an OAuth 1.0 template without a token.
+    OAuth1Authorization,
 }
 
 /// A connection is found by its name within its system (names are unique there).
@@ -91,6 +93,7 @@ impl External for Connection {
         }
         let credential = match select_credential(self.spec.credentials.as_ref(), &template)? {
             Selected::AuthorizationCode => Wanted::AuthorizationCode,
+            Selected::OAuth1Authorization => Wanted::OAuth1Authorization,
             Selected::Send(kind) => {
                 rc.ctx.secret_settings.policy.check_overrides(self)?;
                 let credential = read_credential(kind, &mut rc.secrets().single_line()).await?;
@@ -153,7 +156,12 @@ impl External for Connection {
         status: &mut ConnectionStatus,
     ) -> Result<(), Error> {
         match desired.credential {
-            Wanted::AuthorizationCode => start_authorization(rc, status, &desired.template).await,
+            Wanted::AuthorizationCode => {
+                start_authorization(rc, status, &desired.template, Flow::OAuth2).await
+            }
+            Wanted::OAuth1Authorization => {
+                start_authorization(rc, status, &desired.template, Flow::OAuth1).await
+            }
             Wanted::Send { .. } => Ok(()),
         }
     }
@@ -258,7 +266,7 @@ impl External for Connection {
                 status.credential_type = Some(credential.credential_type().as_str().to_owned());
                 status.credential_hash = Some(hash.clone());
             }
-            Wanted::AuthorizationCode => {
+            Wanted::AuthorizationCode | Wanted::OAuth1Authorization => {
                 if let Some(credential) = observed
                     .credentials
                     .first()
@@ -301,6 +309,10 @@ impl Connection {
                 .as_ref()
                 .map(|b| b.secret_ref.name.as_str()),
             c.oauth2_token.as_ref().map(|t| t.secret_ref.name.as_str()),
+            c.certificate.as_ref().map(|t| t.secret_ref.name.as_str()),
+            c.hmac.as_ref().map(|h| h.secret_key_ref.name.as_str()),
+            c.oauth1_token.as_ref().map(|t| t.secret_ref.name.as_str()),
+            c.binary.as_ref().map(|b| b.secret_key_ref.name.as_str()),
             c.oauth2_client_credentials
                 .as_ref()
                 .map(|o| o.client_secret_secret_key_ref.name.as_str()),
@@ -431,6 +443,8 @@ fn external_id_mismatch(template: &Template) -> Error {
 enum Selected<'c> {
     Send(Member<'c>),
     AuthorizationCode,
+    /// An OAuth 1.0 template without a token: a person authorizes in a browser.
+    OAuth1Authorization,
 }
 
 /// The `spec.credentials` member a credential is read from.
@@ -442,6 +456,11 @@ enum Member<'c> {
     OAuth2Client(&'c crate::resources::connection::OAuth2ClientCredentials),
     OAuth2Password(&'c crate::resources::connection::UsernamePasswordCredential),
     OAuth2Token(&'c crate::resources::connection::OAuth2TokenCredential),
+    Certificate(&'c crate::resources::connection::CertificateCredential),
+    /// An hmac signing secret, or a secret / jwt-bearer scheme's value.
+    Hmac(&'c crate::resources::connection::SecretValueCredential),
+    OAuth1Token(&'c crate::resources::connection::OAuth1TokenCredential),
+    Binary(&'c crate::resources::connection::SecretValueCredential),
 }
 
 fn select_credential<'c>(
@@ -450,6 +469,10 @@ fn select_credential<'c>(
 ) -> Result<Selected<'c>, Error> {
     if given.is_some_and(|c| c.bypass == Some(true)) {
         return Ok(Selected::Send(Member::Bypass));
+    }
+    // A binary value fits any scheme whose secret is a file (a keystore, a private key file).
+    if let Some(binary) = given.and_then(|c| c.binary.as_ref()) {
+        return Ok(Selected::Send(Member::Binary(binary)));
     }
     // The CLI's complaints, word for word.
     let missing = |what: &str| {
@@ -485,6 +508,23 @@ fn select_credential<'c>(
             } else {
                 Err(
                     "a person's authorization (leave credentials out) or a refresh token (credentials.oauth2Token) is required",
+                )
+            }
+        }
+        (Some("certificate"), _) => member(|c| c.certificate.as_ref().map(Member::Certificate))
+            .ok_or("a certificate (credentials.certificate) is required"),
+        (Some("hmac"), _) => member(|c| c.hmac.as_ref().map(Member::Hmac))
+            .ok_or("a signing secret (credentials.hmac) is required"),
+        (Some("secret" | "jwt-bearer"), _) => member(|c| c.hmac.as_ref().map(Member::Hmac))
+            .ok_or("a secret value (credentials.hmac) is required"),
+        (Some("oauth1"), _) => {
+            if let Some(token) = member(|c| c.oauth1_token.as_ref().map(Member::OAuth1Token)) {
+                Ok(token)
+            } else if given.is_none() {
+                return Ok(Selected::OAuth1Authorization);
+            } else {
+                Err(
+                    "a person's authorization (leave credentials out) or a token (credentials.oauth1Token) is required",
                 )
             }
         }
@@ -527,6 +567,20 @@ enum Desired {
         access_token: Option<SecretValue>,
         scopes: Option<Vec<String>>,
     },
+    /// PEM text; only the key is secret, but all three are hashed.
+    Certificate {
+        certificate: SecretValue,
+        key: SecretValue,
+        ca: SecretValue,
+    },
+    /// A `string` credential: an hmac signing secret or a secret / jwt-bearer value.
+    String(SecretValue),
+    OAuth1Token {
+        token: SecretValue,
+        token_secret: SecretValue,
+    },
+    /// The Secret key's bytes, base64.
+    Binary(SecretValue),
 }
 
 async fn read_credential(member: Member<'_>, secrets: &mut SecretReader) -> Result<Desired, Error> {
@@ -560,6 +614,42 @@ async fn read_credential(member: Member<'_>, secrets: &mut SecretReader) -> Resu
                 scopes: t.scopes.clone(),
             }
         }
+        Member::Certificate(c) => {
+            let name = &c.secret_ref.name;
+            // PEM blocks are many lines by nature, and never travel in a header.
+            let certificate = secrets.read_multiline(name, c.certificate_key()).await?;
+            let key = secrets.read_multiline(name, c.private_key_key()).await?;
+            // The default CA key is optional (a kubernetes.io/tls Secret often has none): an
+            // empty CA is sent. A CA key named in the spec must exist.
+            let ca = match secrets.read_multiline(name, c.ca_key()).await {
+                Ok(ca) => ca,
+                Err(Error::SecretKeyNotFound { .. }) if c.ca_key.is_none() => {
+                    SecretValue::default()
+                }
+                Err(other) => return Err(other),
+            };
+            Desired::Certificate {
+                certificate,
+                key,
+                ca,
+            }
+        }
+        Member::Hmac(h) => Desired::String(
+            secrets
+                .read(&h.secret_key_ref.name, &h.secret_key_ref.key)
+                .await?,
+        ),
+        Member::OAuth1Token(t) => Desired::OAuth1Token {
+            token: secrets.read(&t.secret_ref.name, t.token_key()).await?,
+            token_secret: secrets
+                .read(&t.secret_ref.name, t.token_secret_key())
+                .await?,
+        },
+        Member::Binary(b) => Desired::Binary(
+            secrets
+                .read_base64(&b.secret_key_ref.name, &b.secret_key_ref.key)
+                .await?,
+        ),
         Member::OAuth2Client(o) => {
             let client_id = match (&o.client_id, &o.client_id_secret_key_ref) {
                 (Some(id), _) => SecretValue::from(id.clone()),
@@ -591,6 +681,10 @@ impl Desired {
             Desired::OAuth2Client { .. } => CredentialType::OAuth2Client,
             Desired::OAuth2Password { .. } => CredentialType::OAuth2Password,
             Desired::OAuth2Token { .. } => CredentialType::OAuth2Token,
+            Desired::Certificate { .. } => CredentialType::Certificate,
+            Desired::String(_) => CredentialType::String,
+            Desired::OAuth1Token { .. } => CredentialType::OAuth1Token,
+            Desired::Binary(_) => CredentialType::Binary,
         }
     }
 
@@ -600,7 +694,26 @@ impl Desired {
         let scopes;
         let parts: Vec<(&str, &str)> = match self {
             Desired::Bypass => vec![("type", kind)],
-            Desired::ApiKey(v) => vec![("type", kind), ("value", v.expose())],
+            Desired::ApiKey(v) | Desired::String(v) => vec![("type", kind), ("value", v.expose())],
+            Desired::Binary(v) => vec![("type", kind), ("valueBase64", v.expose())],
+            Desired::Certificate {
+                certificate,
+                key,
+                ca,
+            } => vec![
+                ("type", kind),
+                ("certificate", certificate.expose()),
+                ("key", key.expose()),
+                ("ca", ca.expose()),
+            ],
+            Desired::OAuth1Token {
+                token,
+                token_secret,
+            } => vec![
+                ("type", kind),
+                ("token", token.expose()),
+                ("tokenSecret", token_secret.expose()),
+            ],
             Desired::BasicAuth { username, password }
             | Desired::OAuth2Password { username, password } => {
                 vec![
@@ -657,6 +770,22 @@ impl Desired {
         let credential = match self {
             Desired::Bypass => return api::ConnectionCredential::bypass(organisation),
             Desired::ApiKey(value) => api::Credential::api_key(organisation, value.clone()),
+            Desired::String(value) => api::Credential::string(organisation, value.clone()),
+            Desired::Binary(value) => api::Credential::binary(organisation, value.clone()),
+            Desired::Certificate {
+                certificate,
+                key,
+                ca,
+            } => api::Credential::certificate(
+                organisation,
+                certificate.expose(),
+                key.clone(),
+                ca.expose(),
+            ),
+            Desired::OAuth1Token {
+                token,
+                token_secret,
+            } => api::Credential::oauth1_token(organisation, token.clone(), token_secret.clone()),
             Desired::BasicAuth { username, password } => {
                 api::Credential::basic_auth(organisation, username.expose(), password.clone())
             }
@@ -738,11 +867,13 @@ async fn start_authorization(
     rc: &Reconciling<'_, Connection>,
     status: &mut ConnectionStatus,
     template: &Template,
+    flow: Flow,
 ) -> Result<(), Error> {
     let Some(oauth2) = rc.ctx.oauth2.as_ref() else {
-        return Err(Error::AuthorizationRequired(
-            "this connection template uses the OAuth 2.0 authorization code grant and the operator has no callback URL (OAUTH2_CALLBACK_URL, chart value oauth2Callback.publicUrl): set one so a person can authorize in a browser, or give credentials.oauth2Token".into(),
-        ));
+        return Err(Error::AuthorizationRequired(match flow {
+            Flow::OAuth2 => "this connection template uses the OAuth 2.0 authorization code grant and the operator has no callback URL (OAUTH2_CALLBACK_URL, chart value oauth2Callback.publicUrl): set one so a person can authorize in a browser, or give credentials.oauth2Token".into(),
+            Flow::OAuth1 => "this connection template uses OAuth 1.0 without tokenAuth and the operator has no callback URL (OAUTH2_CALLBACK_URL, chart value oauth2Callback.publicUrl): set one so a person can authorize in a browser, or give credentials.oauth1Token".into(),
+        }));
     };
     let now = jiff::Timestamp::now();
     let pending_until = status
@@ -753,26 +884,63 @@ async fn start_authorization(
     let expires = match pending_until {
         Some(expires) => expires,
         None => {
-            let answer = rc
-                .ctx
-                .versori
-                .initialise_oauth2(
-                    &template.system_id,
-                    &api::InitialiseOAuth2ConnectionRequest {
-                        redirect_url: oauth2.redirect_url.clone(),
-                        connection_template_id: Some(template.template_id.clone()),
-                        scopes: None,
-                    },
-                )
-                .await
-                .map_err(Error::versori("starting the OAuth 2.0 authorization"))?;
-            let state = url::Url::parse(&answer.url)
-                .ok()
-                .and_then(|u| u.query_pairs().find(|(k, _)| k == "state").map(|(_, v)| v.into_owned()))
-                .ok_or_else(|| Error::Unsatisfiable {
+            let answer = match flow {
+                Flow::OAuth2 => rc
+                    .ctx
+                    .versori
+                    .initialise_oauth2(
+                        &template.system_id,
+                        &api::InitialiseOAuth2ConnectionRequest {
+                            redirect_url: oauth2.redirect_url.clone(),
+                            connection_template_id: Some(template.template_id.clone()),
+                            scopes: None,
+                        },
+                    )
+                    .await
+                    .map_err(Error::versori("starting the OAuth 2.0 authorization"))?,
+                Flow::OAuth1 => {
+                    let credential_id = template_config(rc, template)
+                        .await?
+                        .and_then(|c| c.oauth1)
+                        .and_then(|o| o.credential_id)
+                        .ok_or_else(|| Error::Unsatisfiable {
+                            reason: Reason::UnsupportedAuthScheme,
+                            message: "the template's oauth1 auth scheme has no credentialId in Versori, so no OAuth 1.0 authorization can start".into(),
+                        })?;
+                    rc.ctx
+                        .versori
+                        .initialise_oauth1(
+                            &template.system_id,
+                            &api::InitialiseOAuth1ConnectionRequest {
+                                credential: api::CredentialRef {
+                                    id: credential_id,
+                                    organisation_id: rc.ctx.versori.organisation().to_owned(),
+                                },
+                                redirect_url: oauth2.redirect_url.clone(),
+                            },
+                        )
+                        .await
+                        .map_err(Error::versori("starting the OAuth 1.0 authorization"))?
+                }
+            };
+            // What the browser brings back to match this Connection: the OAuth 2.0 state, or
+            // the OAuth 1.0 temporary token (the return carries oauth_token, not the state).
+            let key = url_param(&answer.url, flow.match_parameter()).ok_or_else(|| {
+                Error::Unsatisfiable {
                     reason: Reason::UnsupportedAuthScheme,
-                    message: "Versori's authorization URL carries no state, so the operator cannot match the person's return to this Connection".into(),
-                })?;
+                    message: format!(
+                        "Versori's authorization URL carries no {}, so the operator cannot match the person's return to this Connection",
+                        flow.match_parameter()
+                    ),
+                }
+            })?;
+            if flow == Flow::OAuth1 && url_param(&answer.url, "state").is_none() {
+                return Err(Error::Unsatisfiable {
+                    reason: Reason::UnsupportedAuthScheme,
+                    message: "Versori's OAuth 1.0 authorization URL carries no state, which the oauth1 credential must carry".into(),
+                });
+            }
+            let state = key;
             let ttl = jiff::SignedDuration::try_from(oauth2.ttl)
                 .unwrap_or(jiff::SignedDuration::from_secs(600));
             let expires = now.checked_add(ttl).unwrap_or(now);
@@ -796,6 +964,32 @@ async fn start_authorization(
     )))
 }
 
+/// The two browser flows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Flow {
+    OAuth2,
+    OAuth1,
+}
+
+impl Flow {
+    /// The query parameter of the authorization URL the browser's return is matched by.
+    fn match_parameter(self) -> &'static str {
+        match self {
+            Flow::OAuth2 => "state",
+            Flow::OAuth1 => "oauth_token",
+        }
+    }
+}
+
+/// A query parameter of a URL.
+fn url_param(url: &str, name: &str) -> Option<String> {
+    url::Url::parse(url)
+        .ok()?
+        .query_pairs()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
 /// Creates the Versori connection from the code a person's browser brought back to the
 /// callback, with the loop's create protocol, and ends the pending authorization first (its
 /// state cannot be used again).
@@ -806,11 +1000,8 @@ pub async fn complete_authorization(
     state: &str,
     redirect_url: &str,
 ) -> Result<String, Error> {
-    let template = resolve_template(obj, rc).await?;
-    let config = template_config(rc, &template).await?;
-    let versori = &rc.ctx.versori;
     let credential = api::Credential::new(
-        versori.organisation(),
+        rc.ctx.versori.organisation(),
         CredentialType::OAuth2Code,
         Some(api::CredentialData {
             oauth2_code: Some(api::OAuth2CodeCredential {
@@ -822,6 +1013,45 @@ pub async fn complete_authorization(
             ..api::CredentialData::default()
         }),
     );
+    complete_with(obj, rc, credential).await
+}
+
+/// The OAuth 1.0 counterpart of [`complete_authorization`]: the browser brought back the
+/// temporary `oauth_token` and the `oauth_verifier`; the flow's state is the one in the
+/// authorization URL status holds.
+pub async fn complete_oauth1_authorization(
+    obj: &Connection,
+    rc: &Reconciling<'_, Connection>,
+    oauth_token: SecretValue,
+    oauth_verifier: SecretValue,
+) -> Result<String, Error> {
+    let state = obj
+        .status
+        .as_ref()
+        .and_then(|s| s.authorization_url.as_deref())
+        .and_then(|u| url_param(u, "state"))
+        .ok_or_else(|| Error::Unsatisfiable {
+            reason: Reason::UnsupportedAuthScheme,
+            message: "the pending OAuth 1.0 authorization URL carries no state".into(),
+        })?;
+    let credential = api::Credential::oauth1(
+        rc.ctx.versori.organisation(),
+        state,
+        oauth_token,
+        oauth_verifier,
+    );
+    complete_with(obj, rc, credential).await
+}
+
+async fn complete_with(
+    obj: &Connection,
+    rc: &Reconciling<'_, Connection>,
+    credential: api::Credential,
+) -> Result<String, Error> {
+    let credential_type = credential.type_;
+    let template = resolve_template(obj, rc).await?;
+    let config = template_config(rc, &template).await?;
+    let versori = &rc.ctx.versori;
     let scheme = config.unwrap_or_else(api::AuthSchemeConfig::bypass);
     let name = obj.versori_name();
     let ops = KubeOps::<Connection>::new(rc.ctx, &rc.namespace);
@@ -851,7 +1081,7 @@ pub async fn complete_authorization(
     status.id = Some(created.id.clone());
     status.connection_template_id = Some(template.template_id.clone());
     status.system_id = Some(template.system_id.clone());
-    status.credential_type = Some(CredentialType::OAuth2Code.as_str().to_owned());
+    status.credential_type = Some(credential_type.as_str().to_owned());
     reconciler::Ops::write_status(&ops, obj, &status).await?;
     rc.event(
         "Authorized",

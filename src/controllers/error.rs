@@ -15,9 +15,10 @@ pub enum Error {
     /// A referenced Secret, or a key in it, does not exist.
     #[error("Secret {name:?} has no key {key:?}: create it in this namespace")]
     SecretKeyNotFound { name: String, key: String },
-    /// A referenced Secret does not exist.
-    #[error("Secret {name:?} was not found in this namespace")]
-    SecretNotFound { name: String },
+    /// A referenced Secret does not exist. The key is named too, so that one message says the
+    /// whole fix.
+    #[error("Secret {name:?} was not found in this namespace: create it with key {key:?}")]
+    SecretNotFound { name: String, key: String },
     /// A Secret the operator may not read or send (its type, the consent label, a line break in
     /// a value, a host outside the allow-list); the message names the Secret and key.
     #[error("{message}")]

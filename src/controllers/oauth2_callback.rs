@@ -1,7 +1,8 @@
-//! The OAuth 2.0 callback: where a person's browser lands after authorizing a Connection at the
-//! provider. It serves only `/oauth2/callback`, matches the `state` to the one pending
-//! Connection (by the hash in its status: single use, with an expiry), and creates the Versori
-//! connection with the `code`. Every replica serves it; the Connection's status is the only
+//! The OAuth 2.0 (and OAuth 1.0) callback: where a person's browser lands after authorizing a
+//! Connection at the provider. It serves only `/oauth2/callback`, matches the `state` (OAuth
+//! 1.0: the `oauth_token`) to the one pending Connection (by the hash in its status: single
+//! use, with an expiry), and creates the Versori connection with the `code` (OAuth 1.0: the
+//! `oauth_verifier`). Every replica serves it; the Connection's status is the only
 //! shared state, so it does not matter which replica the browser reaches.
 //!
 //! The callback is public, so it costs the apiserver nothing per request: pending Connections
@@ -29,7 +30,7 @@ use sha2::{Digest, Sha256};
 use tokio_util::task::AbortOnDropHandle;
 use tower_http::set_header::SetResponseHeaderLayer;
 
-use super::connection::{complete_authorization, state_hash};
+use super::connection::{complete_authorization, complete_oauth1_authorization, state_hash};
 use super::context::Context;
 use super::reconciler::Reconciling;
 use crate::resources::Connection;
@@ -193,12 +194,23 @@ async fn callback(
             "The provider did not authorize the connection. Nothing was changed; open the Connection's authorization URL again to retry.",
         );
     }
-    let (Some(code), Some(state)) = (query.get("code"), query.get("state")) else {
-        return page(
-            StatusCode::BAD_REQUEST,
-            "Incomplete authorization",
-            "This page expects the code and state the provider sends back. Nothing was changed.",
-        );
+    // OAuth 2.0 returns code and state; OAuth 1.0 the temporary token and the verifier (the
+    // token is what the pending Connection is matched by).
+    let returned = match (
+        query.get("code"),
+        query.get("state"),
+        query.get("oauth_token"),
+        query.get("oauth_verifier"),
+    ) {
+        (Some(code), Some(state), _, _) => Returned::OAuth2 { code, state },
+        (None, _, Some(token), Some(verifier)) => Returned::OAuth1 { token, verifier },
+        _ => {
+            return page(
+                StatusCode::BAD_REQUEST,
+                "Incomplete authorization",
+                "This page expects the code and state (OAuth 2.0), or the oauth_token and oauth_verifier (OAuth 1.0), the provider sends back. Nothing was changed.",
+            );
+        }
     };
     let unknown = || {
         page(
@@ -207,10 +219,15 @@ async fn callback(
             "This authorization is not pending for any Connection: it was already used, replaced by a newer one, or never issued. Nothing was changed. Find the current link with: kubectl get connections -o wide",
         )
     };
-    if !plausible_state(state) || code.is_empty() || code.len() > MAX_CODE_LEN {
+    // Shapes first: nothing that cannot be a state (or an OAuth 1.0 token) is looked up.
+    let (matched_by, secret) = match &returned {
+        Returned::OAuth2 { state, code } => (state, code),
+        Returned::OAuth1 { token, verifier } => (token, verifier),
+    };
+    if !plausible_state(matched_by) || secret.is_empty() || secret.len() > MAX_CODE_LEN {
         return unknown();
     }
-    let hash = state_hash(state);
+    let hash = state_hash(matched_by);
     let connection = match find_pending(&cb, &hash).await {
         Ok(Some(connection)) => connection,
         Ok(None) => {
@@ -247,15 +264,28 @@ async fn callback(
         return not_found().await;
     };
     let rc = Reconciling::new(&cb.ctx, &connection, &namespace);
-    match complete_authorization(
-        &connection,
-        &rc,
-        SecretValue::from(code.clone()),
-        state,
-        &redirect_url,
-    )
-    .await
-    {
+    let completed = match returned {
+        Returned::OAuth2 { code, state } => {
+            complete_authorization(
+                &connection,
+                &rc,
+                SecretValue::from(code.clone()),
+                state,
+                &redirect_url,
+            )
+            .await
+        }
+        Returned::OAuth1 { token, verifier } => {
+            complete_oauth1_authorization(
+                &connection,
+                &rc,
+                SecretValue::from(token.clone()),
+                SecretValue::from(verifier.clone()),
+            )
+            .await
+        }
+    };
+    match completed {
         Ok(id) => {
             tracing::info!(namespace, name, id, "connection authorized");
             page(
@@ -284,6 +314,18 @@ fn pending_hash(c: &Connection) -> Option<&str> {
     c.status
         .as_ref()
         .and_then(|s| s.authorization_state_hash.as_deref())
+}
+
+/// What the provider sent the browser back with.
+enum Returned<'q> {
+    OAuth2 {
+        code: &'q String,
+        state: &'q String,
+    },
+    OAuth1 {
+        token: &'q String,
+        verifier: &'q String,
+    },
 }
 
 /// The Connection whose pending authorization has this state hash: found in the cache, then

@@ -183,9 +183,9 @@ impl External for ProjectSystem {
         &self,
         desired: &DesiredTemplate,
         observed: &api::ConnectionTemplate,
-        _status: &ProjectSystemStatus,
+        status: &ProjectSystemStatus,
     ) -> bool {
-        template_update(desired, observed) == api::UpdateConnectionTemplate::default()
+        template_update(desired, observed, status) == api::UpdateConnectionTemplate::default()
     }
 
     async fn update(
@@ -193,9 +193,9 @@ impl External for ProjectSystem {
         rc: &Reconciling<'_, Self>,
         desired: &DesiredTemplate,
         observed: api::ConnectionTemplate,
-        _status: &ProjectSystemStatus,
+        status: &ProjectSystemStatus,
     ) -> Result<(api::ConnectionTemplate, String), Error> {
-        let update = template_update(desired, &observed);
+        let update = template_update(desired, &observed, status);
         changed_templates(self, rc, &desired.environment_id);
         let updated = rc
             .ctx
@@ -224,10 +224,17 @@ impl External for ProjectSystem {
         status.name = Some(template.name.clone());
         status.template_base_url = Some(template.template_base_url.clone());
         status.dynamic = Some(template.dynamic);
+        // A jwt-bearer or secret config reads back without an ID: the one the spec asks for at
+        // that position is recorded (the template was linked or updated to it).
         status.auth_scheme_config_ids = template
             .auth_scheme_configs
             .iter()
-            .filter_map(|c| c.id().map(str::to_owned))
+            .enumerate()
+            .filter_map(|(i, c)| {
+                c.id()
+                    .map(str::to_owned)
+                    .or_else(|| desired.schemes.get(i).cloned())
+            })
             .collect();
         status.auth_scheme_type = first.map(|c| c.type_.as_str().to_owned());
         status.oauth2_grant_type = first
@@ -303,11 +310,18 @@ fn changed_templates(
 fn template_update(
     desired: &DesiredTemplate,
     template: &api::ConnectionTemplate,
+    status: &ProjectSystemStatus,
 ) -> api::UpdateConnectionTemplate {
+    // A config without an ID (jwt-bearer, secret) is the one status recorded at its position.
     let observed_schemes: Vec<String> = template
         .auth_scheme_configs
         .iter()
-        .filter_map(|c| c.id().map(str::to_owned))
+        .enumerate()
+        .filter_map(|(i, c)| {
+            c.id()
+                .map(str::to_owned)
+                .or_else(|| status.auth_scheme_config_ids.get(i).cloned())
+        })
         .collect();
     api::UpdateConnectionTemplate {
         name: (template.name != desired.name).then(|| desired.name.clone()),

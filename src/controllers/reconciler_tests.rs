@@ -137,6 +137,7 @@ impl External for Widget {
         if self.spec.value == "missing-secret" {
             return Err(Error::SecretNotFound {
                 name: "creds".into(),
+                key: "value".into(),
             });
         }
         Ok((self.spec.name.clone(), self.spec.value.clone()))
@@ -1217,7 +1218,10 @@ async fn requeue_follows_the_error() {
         Duration::from_millis(300)
     );
     // A change is awaited: the resync, not a backoff.
-    let waiting = Error::SecretNotFound { name: "x".into() };
+    let waiting = Error::SecretNotFound {
+        name: "x".into(),
+        key: "k".into(),
+    };
     let resync = requeue_after(&waiting, &ctx, "a");
     assert!(resync >= Duration::from_secs(270) && resync <= Duration::from_secs(330));
     // Failures back off exponentially per object, from 1 s, jittered, capped at 60 s.

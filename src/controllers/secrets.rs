@@ -180,8 +180,42 @@ impl SecretReader {
         self
     }
 
-    /// The value of `key` in Secret `name`.
+    /// The value of `key` in Secret `name`, as UTF-8 text (one line, if so configured).
     pub async fn read(&mut self, name: &str, key: &str) -> Result<SecretValue, Error> {
+        let value = self.read_text(name, key).await?;
+        if self.single_line {
+            check_single_line(&value, name, key)?;
+        }
+        Ok(value)
+    }
+
+    /// The value of `key` in Secret `name` as text of any number of lines: for PEM blocks,
+    /// which never travel in a header.
+    pub async fn read_multiline(&mut self, name: &str, key: &str) -> Result<SecretValue, Error> {
+        self.read_text(name, key).await
+    }
+
+    async fn read_text(&mut self, name: &str, key: &str) -> Result<SecretValue, Error> {
+        let bytes = self.read_bytes(name, key).await?;
+        String::from_utf8(bytes)
+            .map(SecretValue::from)
+            .map_err(|_| Error::SecretNotText {
+                name: name.to_owned(),
+                key: key.to_owned(),
+            })
+    }
+
+    /// The value of `key` in Secret `name` as base64 (standard, padded): for binary values
+    /// such as keystores, which need not be text.
+    pub async fn read_base64(&mut self, name: &str, key: &str) -> Result<SecretValue, Error> {
+        use base64::Engine as _;
+        let bytes = self.read_bytes(name, key).await?;
+        Ok(SecretValue::from(
+            base64::engine::general_purpose::STANDARD.encode(bytes),
+        ))
+    }
+
+    async fn read_bytes(&mut self, name: &str, key: &str) -> Result<Vec<u8>, Error> {
         if !self.fetched.contains_key(name) {
             let secret = self
                 .api
@@ -193,14 +227,21 @@ impl SecretReader {
         let Some(Some(secret)) = self.fetched.get(name) else {
             return Err(Error::SecretNotFound {
                 name: name.to_owned(),
+                key: key.to_owned(),
             });
         };
         check_consent(secret, name, &self.policy)?;
-        let value = value_of(secret, name, key)?;
-        if self.single_line {
-            check_single_line(&value, name, key)?;
+        if let Some(bytes) = secret.data.as_ref().and_then(|d| d.get(key)) {
+            return Ok(bytes.0.clone());
         }
-        Ok(value)
+        // stringData is write-only in the API, but an object built in memory may carry it.
+        if let Some(value) = secret.string_data.as_ref().and_then(|d| d.get(key)) {
+            return Ok(value.clone().into_bytes());
+        }
+        Err(Error::SecretKeyNotFound {
+            name: name.to_owned(),
+            key: key.to_owned(),
+        })
     }
 }
 
@@ -236,25 +277,6 @@ fn check_consent(secret: &Secret, name: &str, policy: &SecretPolicy) -> Result<(
         }
     }
     Ok(())
-}
-
-fn value_of(secret: &Secret, name: &str, key: &str) -> Result<SecretValue, Error> {
-    if let Some(bytes) = secret.data.as_ref().and_then(|d| d.get(key)) {
-        return String::from_utf8(bytes.0.clone())
-            .map(SecretValue::from)
-            .map_err(|_| Error::SecretNotText {
-                name: name.to_owned(),
-                key: key.to_owned(),
-            });
-    }
-    // stringData is write-only in the API, but an object built in memory may carry it.
-    if let Some(value) = secret.string_data.as_ref().and_then(|d| d.get(key)) {
-        return Ok(SecretValue::from(value.clone()));
-    }
-    Err(Error::SecretKeyNotFound {
-        name: name.to_owned(),
-        key: key.to_owned(),
-    })
 }
 
 /// Refuses a value holding a CR or LF (the message says where, never what).
@@ -357,7 +379,10 @@ pub async fn load_or_create_hash_key(
                 name: name.to_owned(),
             });
         }
-        let key = CredentialHashKey::generate();
+        // What the Secret holds is the key, as every later start reads it back.
+        let key = CredentialHashKey::new(
+            hex::encode(CredentialHashKey::generate().expose()).into_bytes(),
+        );
         let secret = Secret {
             metadata: kube::api::ObjectMeta {
                 name: Some(name.to_owned()),
@@ -374,7 +399,7 @@ pub async fn load_or_create_hash_key(
             data: Some(
                 [(
                     HASH_KEY_SECRET_KEY.to_owned(),
-                    k8s_openapi::ByteString(hex::encode(key.expose()).into_bytes()),
+                    k8s_openapi::ByteString(key.expose().to_vec()),
                 )]
                 .into(),
             ),

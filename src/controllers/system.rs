@@ -17,8 +17,8 @@ use super::watches::RefIndex;
 use super::{Shutdown, Watches};
 use crate::resources::common::{CommonStatus, DeletionPolicy};
 use crate::resources::system::{
-    AuthScheme, AuthSchemeType, DigestInput, HmacAlgorithm, HmacEncoding, OAuth2GrantType,
-    ParameterLocation,
+    AuthScheme, AuthSchemeType, DigestInput, HmacAlgorithm, HmacEncoding, OAuth1Endpoint,
+    OAuth1SignatureMethod, OAuth2GrantType, ParameterLocation, ParameterTransmission,
 };
 use crate::resources::{System, SystemStatus};
 use crate::versori::models::{self as api};
@@ -45,7 +45,20 @@ impl Managed for System {
 pub struct DesiredSystem {
     name: String,
     schemes: Vec<api::AuthSchemeConfig>,
+    /// The spec's scheme IDs, in the order of `schemes`: a jwt-bearer or secret scheme carries
+    /// no ID in its body, so this is the only place it has one.
+    scheme_ids: Vec<String>,
     secret_hash: String,
+}
+
+impl DesiredSystem {
+    /// The schemes with their IDs.
+    fn with_ids(&self) -> impl Iterator<Item = (&str, &api::AuthSchemeConfig)> {
+        self.scheme_ids
+            .iter()
+            .map(String::as_str)
+            .zip(self.schemes.iter())
+    }
 }
 
 /// A Versori system is found by its name (names may repeat in Versori).
@@ -79,6 +92,12 @@ impl External for System {
         Ok(DesiredSystem {
             name: self.versori_name(),
             schemes,
+            scheme_ids: self
+                .spec
+                .auth_schemes
+                .iter()
+                .map(|s| s.id.clone())
+                .collect(),
             secret_hash,
         })
     }
@@ -128,17 +147,32 @@ impl External for System {
         rc: &Reconciling<'_, Self>,
         desired: &DesiredSystem,
     ) -> Result<api::System, Error> {
-        rc.ctx
+        // jwt-bearer and secret schemes have no member to carry an ID in a create body: they
+        // are PUT at their ID right after, in spec order (a crash between is an update later).
+        let (named, memberless): (Vec<_>, Vec<_>) =
+            desired.with_ids().partition(|(_, s)| s.id().is_some());
+        let mut created = rc
+            .ctx
             .versori
             .create_system(&api::SystemCreate {
                 name: desired.name.clone(),
                 domain: self.spec.domain.clone(),
                 template_base_url: self.spec.template_base_url.clone(),
-                auth_scheme_configs: desired.schemes.clone(),
+                auth_scheme_configs: named.into_iter().map(|(_, s)| s.clone()).collect(),
                 labels: self.spec.labels.clone(),
             })
             .await
-            .map_err(Error::versori("creating the Versori system"))
+            .map_err(Error::versori("creating the Versori system"))?;
+        for (id, scheme) in memberless {
+            let answer = rc
+                .ctx
+                .versori
+                .upsert_auth_scheme_at(&created.id, id, scheme)
+                .await
+                .map_err(Error::versori("adding an auth scheme"))?;
+            created.auth_scheme_configs.push(answer);
+        }
+        Ok(created)
     }
 
     fn up_to_date(
@@ -149,7 +183,7 @@ impl External for System {
     ) -> bool {
         !self.settings_differ(desired, observed)
             && stale_schemes(desired, observed, status).is_empty()
-            && extra_schemes(desired, observed).is_empty()
+            && extra_schemes(desired, observed, status).is_empty()
     }
 
     async fn update(
@@ -177,14 +211,14 @@ impl External for System {
             changed.push("name, domain or base URL".to_owned());
         }
         let upserted = stale_schemes(desired, &observed, status);
-        for scheme in &upserted {
+        for (scheme_id, scheme) in &upserted {
             versori
-                .upsert_auth_scheme(&id, scheme)
+                .upsert_auth_scheme_at(&id, scheme_id, scheme)
                 .await
                 .map_err(Error::versori("updating an auth scheme"))?;
         }
         let mut removed = Vec::new();
-        for scheme_id in extra_schemes(desired, &observed) {
+        for scheme_id in extra_schemes(desired, &observed, status) {
             match versori.delete_auth_scheme(&id, &scheme_id).await {
                 Ok(()) => removed.push(scheme_id),
                 Err(e) if e.is_not_found() => {}
@@ -199,7 +233,7 @@ impl External for System {
         if !upserted.is_empty() || !removed.is_empty() {
             changed.push(format!(
                 "auth schemes updated {:?}, removed {removed:?}",
-                upserted.iter().filter_map(|s| s.id()).collect::<Vec<_>>()
+                upserted.iter().map(|(id, _)| id).collect::<Vec<_>>()
             ));
         }
         Ok((observed, changed.join("; ")))
@@ -212,7 +246,7 @@ impl External for System {
         status: &mut SystemStatus,
     ) -> String {
         status.id = Some(observed.id.clone());
-        status.auth_scheme_ids = scheme_ids(&desired.schemes);
+        status.auth_scheme_ids = desired.scheme_ids.clone();
         status.secret_hash = Some(desired.secret_hash.clone());
         format!("Versori system {:?} has ID {}", desired.name, observed.id)
     }
@@ -229,35 +263,63 @@ impl External for System {
     }
 }
 
-/// The desired schemes that differ from what Versori holds, or whose client secret changed
-/// since it was last sent (Versori never returns it).
-fn stale_schemes(
-    desired: &DesiredSystem,
+/// The desired schemes (with their IDs) that differ from what Versori holds, or whose secret
+/// changed since it was last sent (Versori never returns it). A jwt-bearer or secret scheme
+/// reads back as its type alone, without an ID: it counts as held while Versori holds at least
+/// as many of that type as the spec asks for and status records its ID as sent.
+fn stale_schemes<'d>(
+    desired: &'d DesiredSystem,
     observed: &api::System,
     status: &SystemStatus,
-) -> Vec<api::AuthSchemeConfig> {
+) -> Vec<(&'d str, &'d api::AuthSchemeConfig)> {
     let secrets_changed = status.secret_hash.as_deref() != Some(desired.secret_hash.as_str());
+    let memberless_held = |t: api::AuthSchemeType| {
+        observed
+            .auth_scheme_configs
+            .iter()
+            .filter(|o| o.type_ == t && o.id().is_none())
+            .count()
+    };
+    let memberless_wanted = |t: api::AuthSchemeType| {
+        desired
+            .schemes
+            .iter()
+            .filter(|d| d.type_ == t && d.id().is_none())
+            .count()
+    };
     desired
-        .schemes
-        .iter()
-        .filter(|scheme| {
-            let current = observed.auth_scheme_config(scheme.id().unwrap_or_default());
+        .with_ids()
+        .filter(|(id, scheme)| {
+            if scheme.id().is_none() {
+                return memberless_held(scheme.type_) < memberless_wanted(scheme.type_)
+                    || !status.auth_scheme_ids.iter().any(|s| s == id);
+            }
+            let current = observed.auth_scheme_config(id);
             current.is_none_or(|o| comparable(o) != comparable(scheme))
                 || (secrets_changed && has_secret(scheme))
         })
-        .cloned()
         .collect()
 }
 
-/// The IDs of schemes Versori holds that the spec no longer lists.
-fn extra_schemes(desired: &DesiredSystem, observed: &api::System) -> Vec<String> {
-    observed
+/// The IDs of schemes Versori holds that the spec no longer lists: those read back with an ID,
+/// and those status recorded as sent (a jwt-bearer or secret scheme reads back without one).
+fn extra_schemes(
+    desired: &DesiredSystem,
+    observed: &api::System,
+    status: &SystemStatus,
+) -> Vec<String> {
+    let mut extra: Vec<String> = observed
         .auth_scheme_configs
         .iter()
         .filter_map(|o| o.id())
-        .filter(|id| !desired.schemes.iter().any(|d| d.id() == Some(*id)))
+        .chain(status.auth_scheme_ids.iter().map(String::as_str))
+        .filter(|id| !desired.scheme_ids.iter().any(|d| d == id))
         .map(str::to_owned)
-        .collect()
+        .collect();
+    extra.dedup();
+    extra.sort();
+    extra.dedup();
+    extra
 }
 
 impl System {
@@ -277,26 +339,20 @@ impl System {
         self.spec
             .auth_schemes
             .iter()
-            .filter_map(|s| s.oauth2.as_ref()?.grant.client_secret_ref.as_ref())
+            .filter_map(scheme_secret_ref)
             .map(|r| r.name.clone())
             .collect()
     }
 }
 
-fn scheme_ids(schemes: &[api::AuthSchemeConfig]) -> Vec<String> {
-    schemes
-        .iter()
-        .filter_map(|s| s.id().map(str::to_owned))
-        .collect()
-}
-
 fn has_secret(scheme: &api::AuthSchemeConfig) -> bool {
-    scheme.oauth2.as_ref().is_some_and(|o| {
-        [&o.grant.authorization_code, &o.grant.password]
-            .into_iter()
-            .flatten()
-            .any(|g| g.client_secret.is_some())
-    })
+    scheme.oauth1.is_some()
+        || scheme.oauth2.as_ref().is_some_and(|o| {
+            [&o.grant.authorization_code, &o.grant.password]
+                .into_iter()
+                .flatten()
+                .any(|g| g.client_secret.is_some())
+        })
 }
 
 /// A scheme without what Versori generates or redacts, for comparing desired with observed.
@@ -306,12 +362,16 @@ fn comparable(scheme: &api::AuthSchemeConfig) -> api::AuthSchemeConfig {
         &mut scheme.none,
         &mut scheme.basic_auth,
         &mut scheme.certificate,
-        &mut scheme.oauth1,
     ]
     .into_iter()
     .flatten()
     {
         simple.validation_messages = None;
+    }
+    if let Some(o) = scheme.oauth1.as_mut() {
+        o.validation_messages = None;
+        o.consumer_secret = Default::default();
+        o.credential_id = None;
     }
     if let Some(k) = scheme.api_key.as_mut() {
         k.validation_messages = None;
@@ -343,11 +403,7 @@ async fn desired_schemes(
     let mut schemes = Vec::new();
     let mut secret_values = Vec::new();
     for scheme in &obj.spec.auth_schemes {
-        let client_secret = match scheme
-            .oauth2
-            .as_ref()
-            .and_then(|o| o.grant.client_secret_ref.as_ref())
-        {
+        let client_secret = match scheme_secret_ref(scheme) {
             Some(r) => Some(secrets.read(&r.name, &r.key).await?),
             None => None,
         };
@@ -364,6 +420,30 @@ async fn desired_schemes(
             .map(|(id, v)| (id.as_str(), v.as_str())),
     );
     Ok((schemes, hash))
+}
+
+/// The Secret key a scheme reads its write-only secret from: an oauth2 grant's client secret
+/// or an oauth1 consumer secret.
+fn scheme_secret_ref(scheme: &AuthScheme) -> Option<&crate::resources::SecretKeyRef> {
+    scheme
+        .oauth2
+        .as_ref()
+        .and_then(|o| o.grant.client_secret_ref.as_ref())
+        .or_else(|| scheme.oauth1.as_ref().map(|o| &o.consumer_secret_ref))
+}
+
+fn oauth1_endpoint(e: &OAuth1Endpoint) -> api::OAuth1Endpoint {
+    api::OAuth1Endpoint {
+        url: e.url.clone(),
+        parameter_transmission: e.parameter_transmission.map(|t| match t {
+            ParameterTransmission::AuthorizationHeader => {
+                api::ParameterTransmission::AuthorizationHeader
+            }
+            ParameterTransmission::Form => api::ParameterTransmission::Form,
+            ParameterTransmission::Query => api::ParameterTransmission::Query,
+        }),
+        additional_param_configs: None,
+    }
 }
 
 fn location(l: ParameterLocation) -> api::ApiKeyLocation {
@@ -385,6 +465,34 @@ fn to_api(
         AuthSchemeType::None => api::AuthSchemeConfig::none(id, description),
         AuthSchemeType::BasicAuth => api::AuthSchemeConfig::basic_auth(id, description),
         AuthSchemeType::Certificate => api::AuthSchemeConfig::certificate(id, description),
+        AuthSchemeType::JwtBearer => {
+            api::AuthSchemeConfig::memberless(api::AuthSchemeType::JwtBearer)
+        }
+        AuthSchemeType::Secret => api::AuthSchemeConfig::memberless(api::AuthSchemeType::Secret),
+        AuthSchemeType::OAuth1 => {
+            let o = scheme.oauth1.as_ref();
+            let mut out = api::OAuth1Scheme::new(
+                id,
+                description,
+                o.map(|o| o.consumer_key.clone()).unwrap_or_default(),
+                client_secret.unwrap_or_default(),
+                match o.map(|o| o.signature_method) {
+                    Some(OAuth1SignatureMethod::Sha1) => api::OAuth1SignatureMethod::Sha1,
+                    _ => api::OAuth1SignatureMethod::Sha256,
+                },
+            );
+            if let Some(o) = o {
+                out.token_auth = o.token_auth;
+                out.temp_credential_endpoint =
+                    o.temp_credential_endpoint.as_ref().map(oauth1_endpoint);
+                out.resource_owner_authorization_endpoint = o
+                    .resource_owner_authorization_endpoint
+                    .as_ref()
+                    .map(oauth1_endpoint);
+                out.token_endpoint = o.token_endpoint.as_ref().map(oauth1_endpoint);
+            }
+            api::AuthSchemeConfig::oauth1(out)
+        }
         AuthSchemeType::ApiKey => match &scheme.api_key {
             Some(k) => {
                 api::AuthSchemeConfig::api_key(id, description, k.name.clone(), location(k.in_))
@@ -519,4 +627,87 @@ pub fn controller(
             }
         });
     Ok(controller)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn desired(schemes: Vec<(&str, api::AuthSchemeConfig)>) -> DesiredSystem {
+        DesiredSystem {
+            name: "s".into(),
+            scheme_ids: schemes.iter().map(|(id, _)| (*id).to_owned()).collect(),
+            schemes: schemes.into_iter().map(|(_, s)| s).collect(),
+            secret_hash: "h".into(),
+        }
+    }
+
+    fn observed(configs: Vec<api::AuthSchemeConfig>) -> api::System {
+        api::System {
+            id: "01KKBR46SH7JES8AZ14EEAK0CX".into(),
+            name: "s".into(),
+            domain: "d".into(),
+            template_base_url: "https://a.example.com/".into(),
+            auth_scheme_configs: configs,
+        }
+    }
+
+    fn status(ids: &[&str]) -> SystemStatus {
+        SystemStatus {
+            auth_scheme_ids: ids.iter().map(|s| (*s).to_owned()).collect(),
+            secret_hash: Some("h".into()),
+            ..SystemStatus::default()
+        }
+    }
+
+    fn jwt() -> api::AuthSchemeConfig {
+        api::AuthSchemeConfig::memberless(api::AuthSchemeType::JwtBearer)
+    }
+
+    fn secret() -> api::AuthSchemeConfig {
+        api::AuthSchemeConfig::memberless(api::AuthSchemeType::Secret)
+    }
+
+    #[test]
+    fn memberless_schemes_held_and_recorded_are_up_to_date() {
+        let none = api::AuthSchemeConfig::none("n", "");
+        let want = desired(vec![
+            ("n", none.clone()),
+            ("jwt", jwt()),
+            ("vault", secret()),
+        ]);
+        let held = observed(vec![none, jwt(), secret()]);
+        let recorded = status(&["n", "jwt", "vault"]);
+        assert!(stale_schemes(&want, &held, &recorded).is_empty());
+        assert!(extra_schemes(&want, &held, &recorded).is_empty());
+    }
+
+    #[test]
+    fn a_missing_or_unrecorded_memberless_scheme_is_sent() {
+        let want = desired(vec![("jwt", jwt()), ("vault", secret())]);
+        // Versori lost the secret scheme: only that one is sent.
+        let stale = stale_schemes(&want, &observed(vec![jwt()]), &status(&["jwt", "vault"]));
+        assert_eq!(
+            stale.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+            ["vault"]
+        );
+        // Held, but status never recorded sending it (adopted, or a crash before the record).
+        let stale = stale_schemes(&want, &observed(vec![jwt(), secret()]), &status(&["jwt"]));
+        assert_eq!(
+            stale.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+            ["vault"]
+        );
+    }
+
+    #[test]
+    fn a_memberless_scheme_removed_from_the_spec_is_deleted_by_its_recorded_id() {
+        let want = desired(vec![("jwt", jwt())]);
+        let held = observed(vec![
+            jwt(),
+            secret(),
+            api::AuthSchemeConfig::none("old", ""),
+        ]);
+        let extra = extra_schemes(&want, &held, &status(&["jwt", "vault"]));
+        assert_eq!(extra, ["old", "vault"]);
+    }
 }

@@ -5,18 +5,32 @@ use kube::KubeSchema;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-/// Regular expression for a Versori ID: a ULID (26 characters of Crockford base32).
-pub const ULID_PATTERN: &str = "^[0-9A-HJKMNP-TV-Z]{26}$";
+/// Regular expression for a Versori ID: a ULID (26 characters of Crockford base32, the first
+/// 0-7 because a ULID is 128 bits).
+pub const ULID_PATTERN: &str = "^[0-7][0-9A-HJKMNP-TV-Z]{25}$";
+
+/// A Kubernetes object name that can exist: a DNS subdomain (RFC 1123), at most 253 characters.
+pub const DNS_SUBDOMAIN_PATTERN: &str =
+    "^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+
+/// A key that can exist in a Secret's data.
+pub const SECRET_KEY_PATTERN: &str = "^[-._a-zA-Z0-9]+$";
+
+/// A header, query parameter or cookie name: an HTTP token (RFC 9110), so no spaces.
+pub const PARAMETER_NAME_PATTERN: &str = "^[-!#$%&'*+.^_`|~0-9A-Za-z]+$";
+
+/// An OAuth scope token (RFC 6749 section 3.3): printable ASCII without space, `"` or `\`.
+pub const SCOPE_PATTERN: &str = "^[!#-\\[\\]-~]+$";
 
 /// A key of a Secret in the resource's own namespace. Secrets in other namespaces are never read.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash)]
 #[serde(rename_all = "camelCase")]
 pub struct SecretKeyRef {
     /// Name of the Secret, in the same namespace as this resource.
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(schema_with = "secret_name_schema")]
     pub name: String,
     /// Key within the Secret's data.
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(schema_with = "secret_key_schema")]
     pub key: String,
 }
 
@@ -25,7 +39,7 @@ pub struct SecretKeyRef {
 #[serde(rename_all = "camelCase")]
 pub struct SecretRef {
     /// Name of the Secret, in the same namespace as this resource.
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(schema_with = "secret_name_schema")]
     pub name: String,
 }
 
@@ -34,7 +48,7 @@ pub struct SecretRef {
 #[serde(rename_all = "camelCase")]
 pub struct LocalObjectRef {
     /// Name of the resource, in the same namespace.
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(schema_with = "object_name_schema")]
     pub name: String,
 }
 
@@ -61,31 +75,126 @@ pub struct CommonStatus {
     pub conditions: Vec<Condition>,
 }
 
-/// Schema for a Versori URL field: a string CEL checks as an http(s) URL without userinfo
-/// (`https://user:pass@host/` would show its credentials in spec, status, printer columns and
-/// Versori).
+/// The CEL rule of an http(s) URL with a host.
+const URL_RULE: &str =
+    "isURL(self) && url(self).getScheme() in ['http', 'https'] && url(self).getHostname() != ''";
+const URL_MESSAGE: &str =
+    "must be an absolute http or https URL with a host, such as https://api.example.com/";
+/// The CEL rule of a URL without userinfo: `https://user:pass@host/` would show its credentials
+/// in spec, status, printer columns and Versori.
+const NO_USERINFO_RULE: &str = "!self.matches('^[^:/?#]+://[^/?#]*@')";
+const NO_USERINFO_MESSAGE: &str =
+    "must not contain a user name or password (user:pass@): put credentials in a Secret";
+
+/// Schema for a Versori URL field: a string CEL checks as an http(s) URL with a host and
+/// without userinfo.
 pub fn url_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({
         "type": "string",
         "maxLength": 2048,
+        "x-kubernetes-validations": [
+            { "rule": URL_RULE, "message": URL_MESSAGE },
+            { "rule": NO_USERINFO_RULE, "message": NO_USERINFO_MESSAGE }
+        ]
+    })
+}
+
+/// Schema for a URL field where empty means "the default" (as Helm renders unset values).
+pub fn url_or_empty_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "string",
+        "maxLength": 2048,
         "x-kubernetes-validations": [{
-            "rule": "isURL(self) && url(self).getScheme() in ['http', 'https']",
-            "message": "must be an absolute http or https URL, such as https://api.example.com/"
+            "rule": format!("self == '' || ({URL_RULE})"),
+            "message": format!("{URL_MESSAGE}, or empty"),
         }, {
-            "rule": "!self.matches('^[^:/?#]+://[^/?#]*@')",
-            "message": "must not contain a user name or password (user:pass@): put credentials in a Secret"
+            "rule": NO_USERINFO_RULE,
+            "message": NO_USERINFO_MESSAGE,
         }]
     })
 }
 
-/// Schema for an optional Versori ID (ULID) field.
+/// Schema for a Versori ID (ULID) field. The length is checked by the rule, not by maxLength,
+/// so that a pasted UUID is told it must be a ULID rather than that it is too long.
 pub fn ulid_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({
         "type": "string",
-        "maxLength": 26,
+        "maxLength": 1024,
         "x-kubernetes-validations": [{
-            "rule": "self.matches('^[0-9A-HJKMNP-TV-Z]{26}$')",
-            "message": "must be a Versori ID: a ULID of 26 characters (0-9 and A-Z without I, L, O, U), such as 01KKBR46SH7JES8AZ14EEAK0CX"
+            "rule": format!("self.matches('{ULID_PATTERN}')"),
+            "message": "must be a Versori ID, which is a ULID: 26 characters of 0-9 and A-Z without I, L, O and U, the first one 0-7, such as 01KKBR46SH7JES8AZ14EEAK0CX (a UUID or a name is not one)"
         }]
+    })
+}
+
+/// A string field checked by one CEL rule, with a bound that keeps the rule's cost estimate low.
+fn checked_string(max: u32, pattern: &str, message: &str) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "string",
+        "maxLength": max,
+        "x-kubernetes-validations": [{
+            "rule": format!("self.matches('{}')", pattern.replace('\\', "\\\\").replace('\'', "\\'")),
+            "message": message,
+        }]
+    })
+}
+
+/// Schema for the name of a Secret in this namespace.
+pub fn secret_name_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    checked_string(
+        253,
+        DNS_SUBDOMAIN_PATTERN,
+        "must be the name of a Secret: lowercase letters, digits, '-' and '.', starting and ending with a letter or digit, such as demo-api-key",
+    )
+}
+
+/// Schema for a key of a Secret's data.
+pub fn secret_key_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    checked_string(
+        253,
+        SECRET_KEY_PATTERN,
+        "must be a key of a Secret: letters, digits, '-', '_' and '.', such as apiKey or tls.crt",
+    )
+}
+
+/// Schema for an optional Secret key field (such as `usernameKey`).
+pub fn optional_secret_key_schema(g: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    secret_key_schema(g)
+}
+
+/// Schema for the name of a resource of this operator in this namespace.
+pub fn object_name_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    checked_string(
+        253,
+        DNS_SUBDOMAIN_PATTERN,
+        "must be the name of a resource: lowercase letters, digits, '-' and '.', starting and ending with a letter or digit, such as example-oauth2",
+    )
+}
+
+/// Schema for a header, query parameter or cookie name.
+pub fn parameter_name_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    checked_string(
+        256,
+        PARAMETER_NAME_PATTERN,
+        "must be a header, query parameter or cookie name: letters, digits and !#$%&'*+-.^_`|~, no spaces, such as X-API-Key",
+    )
+}
+
+/// Schema for one OAuth scope: a non-empty scope token.
+pub fn scope_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    checked_string(
+        128,
+        SCOPE_PATTERN,
+        "must be an OAuth scope: not empty, no spaces or quotes, such as read_products",
+    )
+}
+
+/// Schema for a list of OAuth scopes (each a non-empty scope token).
+pub fn scopes_schema(g: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let item = scope_schema(g);
+    schemars::json_schema!({
+        "type": "array",
+        "maxItems": 64,
+        "items": item,
     })
 }

@@ -6,7 +6,8 @@ use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
 use super::common::{
-    CommonStatus, DeletionPolicy, LocalObjectRef, SecretKeyRef, SecretRef, ulid_schema, url_schema,
+    CommonStatus, DeletionPolicy, LocalObjectRef, SecretKeyRef, SecretRef,
+    optional_secret_key_schema, scopes_schema, ulid_schema, url_or_empty_schema, url_schema,
 };
 use super::project_system::push_immutable;
 
@@ -66,9 +67,10 @@ pub struct ConnectionSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
     pub name: Option<String>,
-    /// Overrides the system's base URL for this connection.
+    /// Overrides the system's base URL for this connection. Empty (or unset) means the
+    /// template's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "url_schema")]
+    #[schemars(schema_with = "url_or_empty_schema")]
     pub base_url: Option<String>,
     /// The end user's external ID, for a dynamic connection on a dynamic ProjectSystem.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -97,9 +99,12 @@ fn project_system_ref_schema(generator: &mut schemars::SchemaGenerator) -> schem
 
 /// The credential a connection carries. Set exactly one member; which one the template's auth
 /// scheme decides (api-key: apiKey; basic-auth: basicAuth; oauth2 clientCredentials:
-/// oauth2ClientCredentials; oauth2 password: oauth2Password; any: bypass).
+/// oauth2ClientCredentials; oauth2 password: oauth2Password; oauth2 authorizationCode:
+/// oauth2Token or none for the browser flow; certificate: certificate; hmac, secret and
+/// jwt-bearer: hmac; oauth1 with tokenAuth: oauth1Token, without: none for the browser flow;
+/// a binary value for any scheme: binary; any: bypass).
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[x_kube(validation = Rule::new("[has(self.apiKey), has(self.basicAuth), has(self.oauth2ClientCredentials), has(self.oauth2Password), has(self.oauth2Token), has(self.bypass)].exists_one(x, x)").message("credentials must set exactly one of apiKey, basicAuth, oauth2ClientCredentials, oauth2Password, oauth2Token and bypass"))]
+#[x_kube(validation = Rule::new("[has(self.apiKey), has(self.basicAuth), has(self.oauth2ClientCredentials), has(self.oauth2Password), has(self.oauth2Token), has(self.certificate), has(self.hmac), has(self.oauth1Token), has(self.binary), has(self.bypass)].exists_one(x, x)").message("credentials must set exactly one of apiKey, basicAuth, oauth2ClientCredentials, oauth2Password, oauth2Token, certificate, hmac, oauth1Token, binary and bypass"))]
 #[serde(rename_all = "camelCase")]
 pub struct Credentials {
     /// An API key, for an api-key scheme.
@@ -118,10 +123,95 @@ pub struct Credentials {
     /// scheme with the authorizationCode grant: no browser needed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub oauth2_token: Option<OAuth2TokenCredential>,
+    /// A client certificate, its private key and CA (PEM), for a certificate scheme: by default
+    /// the `tls.crt`, `tls.key` and `ca.crt` of a `kubernetes.io/tls` Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<CertificateCredential>,
+    /// The shared signing secret of an hmac scheme, or the value of a secret or jwt-bearer
+    /// scheme (sent as a `string` credential).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hmac: Option<SecretValueCredential>,
+    /// A ready OAuth 1.0 token and token secret, for an oauth1 scheme with tokenAuth.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oauth1_token: Option<OAuth1TokenCredential>,
+    /// A binary value (a keystore, a private key file): the Secret key's bytes, sent base64.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binary: Option<SecretValueCredential>,
     /// Connect without a credential, whatever the template's scheme. Must be true when set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self == true").message("bypass must be true when set; remove it to use a credential"))]
     pub bypass: Option<bool>,
+}
+
+/// One value read from a Secret key.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretValueCredential {
+    /// The Secret key holding the value.
+    pub secret_key_ref: SecretKeyRef,
+}
+
+/// A certificate, its private key and its CA read from one Secret.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CertificateCredential {
+    /// The Secret holding them, such as a `kubernetes.io/tls` Secret.
+    pub secret_ref: SecretRef,
+    /// The key of the certificate (PEM) in the Secret. Defaults to `tls.crt`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "optional_secret_key_schema")]
+    pub certificate_key: Option<String>,
+    /// The key of the private key (PEM) in the Secret. Defaults to `tls.key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "optional_secret_key_schema")]
+    pub private_key_key: Option<String>,
+    /// The key of the CA certificate (PEM) in the Secret. Defaults to `ca.crt`; when the
+    /// default key is absent an empty CA is sent, when a key named here is absent it is an error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "optional_secret_key_schema")]
+    pub ca_key: Option<String>,
+}
+
+impl CertificateCredential {
+    /// The certificate key, with its default.
+    pub fn certificate_key(&self) -> &str {
+        self.certificate_key.as_deref().unwrap_or("tls.crt")
+    }
+    /// The private key's key, with its default.
+    pub fn private_key_key(&self) -> &str {
+        self.private_key_key.as_deref().unwrap_or("tls.key")
+    }
+    /// The CA key, with its default.
+    pub fn ca_key(&self) -> &str {
+        self.ca_key.as_deref().unwrap_or("ca.crt")
+    }
+}
+
+/// An OAuth 1.0 token and token secret read from one Secret.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct OAuth1TokenCredential {
+    /// The Secret holding the token and the token secret.
+    pub secret_ref: SecretRef,
+    /// The key of the token in the Secret. Defaults to `token`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "optional_secret_key_schema")]
+    pub token_key: Option<String>,
+    /// The key of the token secret in the Secret. Defaults to `tokenSecret`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "optional_secret_key_schema")]
+    pub token_secret_key: Option<String>,
+}
+
+impl OAuth1TokenCredential {
+    /// The token key, with its default.
+    pub fn token_key(&self) -> &str {
+        self.token_key.as_deref().unwrap_or("token")
+    }
+    /// The token secret key, with its default.
+    pub fn token_secret_key(&self) -> &str {
+        self.token_secret_key.as_deref().unwrap_or("tokenSecret")
+    }
 }
 
 /// An API key read from a Secret.
@@ -140,11 +230,11 @@ pub struct UsernamePasswordCredential {
     pub secret_ref: SecretRef,
     /// The key of the username in the Secret. Defaults to `username`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(schema_with = "optional_secret_key_schema")]
     pub username_key: Option<String>,
     /// The key of the password in the Secret. Defaults to `password`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(schema_with = "optional_secret_key_schema")]
     pub password_key: Option<String>,
 }
 
@@ -167,14 +257,15 @@ pub struct OAuth2TokenCredential {
     pub secret_ref: SecretRef,
     /// The key of the refresh token in the Secret. Defaults to `refreshToken`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(schema_with = "optional_secret_key_schema")]
     pub refresh_token_key: Option<String>,
     /// The key of the access token in the Secret, sent when present. Defaults to `accessToken`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(schema_with = "optional_secret_key_schema")]
     pub access_token_key: Option<String>,
     /// The scopes the tokens carry. Defaults to the auth scheme's defaultScopes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "scopes_schema")]
     pub scopes: Option<Vec<String>>,
 }
 
@@ -209,6 +300,7 @@ pub struct OAuth2ClientCredentials {
     pub token_url: Option<String>,
     /// Scopes to request. Defaults to the auth scheme's defaultScopes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "scopes_schema")]
     pub scopes: Option<Vec<String>>,
 }
 

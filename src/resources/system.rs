@@ -8,7 +8,10 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::common::{CommonStatus, DeletionPolicy, SecretKeyRef, ulid_schema, url_schema};
+use super::common::{
+    CommonStatus, DeletionPolicy, SecretKeyRef, parameter_name_schema, scope_schema, scopes_schema,
+    ulid_schema, url_schema,
+};
 
 /// A Versori system: an external API the organisation's integrations talk to, with the ways to
 /// authenticate against it.
@@ -42,6 +45,7 @@ use super::common::{CommonStatus, DeletionPolicy, SecretKeyRef, ulid_schema, url
     )
 )]
 #[x_kube(validation = Rule::new("!has(oldSelf.systemId) || (has(self.systemId) && self.systemId == oldSelf.systemId)").message("systemId cannot be changed or removed once set"))]
+#[x_kube(validation = Rule::new("has(self.labels) == has(oldSelf.labels) && (!has(self.labels) || self.labels == oldSelf.labels)").message("labels cannot be changed after creation: Versori takes a system's labels only when it is created (its update has no labels), so a change would never reach it; create a new System instead"))]
 #[serde(rename_all = "camelCase")]
 pub struct SystemSpec {
     /// The system's name in Versori. Defaults to the resource's metadata.name.
@@ -59,7 +63,7 @@ pub struct SystemSpec {
     #[schemars(length(max = 16))]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["id".into()]))]
     pub auth_schemes: Vec<AuthScheme>,
-    /// Labels stored on the Versori system at creation.
+    /// Labels stored on the Versori system at creation. Immutable: Versori cannot update them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub labels: Option<BTreeMap<String, String>>,
     /// Adopt the existing Versori system with this ID instead of creating one.
@@ -92,6 +96,15 @@ pub enum AuthSchemeType {
     /// A client certificate (mutual TLS).
     #[serde(rename = "certificate")]
     Certificate,
+    /// OAuth 1.0 (member `oauth1`).
+    #[serde(rename = "oauth1")]
+    OAuth1,
+    /// A JWT bearer assertion signed with a key the connection holds. No member.
+    #[serde(rename = "jwt-bearer")]
+    JwtBearer,
+    /// A secret value the connection holds. No member.
+    #[serde(rename = "secret")]
+    Secret,
 }
 
 impl AuthSchemeType {
@@ -104,6 +117,9 @@ impl AuthSchemeType {
             Self::OAuth2 => "oauth2",
             Self::Hmac => "hmac",
             Self::Certificate => "certificate",
+            Self::OAuth1 => "oauth1",
+            Self::JwtBearer => "jwt-bearer",
+            Self::Secret => "secret",
         }
     }
 }
@@ -113,6 +129,7 @@ impl AuthSchemeType {
 #[x_kube(validation = Rule::new("self.type == 'api-key' ? has(self.apiKey) : !has(self.apiKey)").message("apiKey must be set when type is api-key, and only then"))]
 #[x_kube(validation = Rule::new("self.type == 'hmac' ? has(self.hmac) : !has(self.hmac)").message("hmac must be set when type is hmac, and only then"))]
 #[x_kube(validation = Rule::new("self.type == 'oauth2' ? has(self.oauth2) : !has(self.oauth2)").message("oauth2 must be set when type is oauth2, and only then"))]
+#[x_kube(validation = Rule::new("self.type == 'oauth1' ? has(self.oauth1) : !has(self.oauth1)").message("oauth1 must be set when type is oauth1, and only then"))]
 #[serde(rename_all = "camelCase")]
 pub struct AuthScheme {
     /// The scheme's ID, chosen by you and unique within the system, such as `api-key` or `oauth2-code`.
@@ -121,7 +138,8 @@ pub struct AuthScheme {
         regex(pattern = r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$")
     )]
     pub id: String,
-    /// The kind of authentication: none, api-key, basic-auth, oauth2, hmac or certificate.
+    /// The kind of authentication: none, api-key, basic-auth, oauth2, oauth1, hmac,
+    /// certificate, jwt-bearer or secret. jwt-bearer and secret take no member.
     #[serde(rename = "type")]
     pub type_: AuthSchemeType,
     /// What the scheme is for, for people.
@@ -137,6 +155,9 @@ pub struct AuthScheme {
     /// For type oauth2: the provider's endpoints, scopes and grant.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub oauth2: Option<OAuth2Scheme>,
+    /// For type oauth1: the consumer, the signature method and the provider's endpoints.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oauth1: Option<OAuth1Scheme>,
 }
 
 /// Where a key or signature is placed in a request.
@@ -156,7 +177,7 @@ pub enum ParameterLocation {
 #[serde(rename_all = "camelCase")]
 pub struct ApiKeyScheme {
     /// Name of the header, query parameter or cookie, such as `X-API-Key`.
-    #[schemars(length(min = 1, max = 256))]
+    #[schemars(schema_with = "parameter_name_schema")]
     pub name: String,
     /// Where the key goes: query, header or cookie.
     #[serde(rename = "in")]
@@ -202,7 +223,7 @@ pub enum HmacEncoding {
 #[serde(rename_all = "camelCase")]
 pub struct HmacScheme {
     /// Name of the header, query parameter or cookie that carries the signature.
-    #[schemars(length(min = 1, max = 256))]
+    #[schemars(schema_with = "parameter_name_schema")]
     pub name: String,
     /// Where the signature goes: query, header or cookie.
     #[serde(rename = "in")]
@@ -221,7 +242,7 @@ pub struct HmacScheme {
 #[serde(rename_all = "camelCase")]
 pub struct OAuth2Scope {
     /// The scope as the provider names it, such as `read_products`.
-    #[schemars(length(min = 1, max = 128))]
+    #[schemars(schema_with = "scope_schema")]
     pub name: String,
     /// What the scope grants, for people.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -261,7 +282,7 @@ pub struct OAuth2Grant {
 /// An OAuth 2.0 scheme.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[x_kube(validation = Rule::new("self.grant.type != 'authorizationCode' || has(self.authorizeUrl)").message("authorizeUrl is required for the authorizationCode grant"))]
-#[x_kube(validation = Rule::new("self.defaultScopes.all(s, self.scopes.exists(x, x.name == s))").message("every entry of defaultScopes must be the name of one of scopes"))]
+#[x_kube(validation = Rule::new("!has(self.defaultScopes) || self.defaultScopes.all(s, has(self.scopes) && self.scopes.exists(x, x.name == s))").message("every entry of defaultScopes must be the name of one of scopes"))]
 #[serde(rename_all = "camelCase")]
 pub struct OAuth2Scheme {
     /// The provider's authorization endpoint (required for the authorizationCode grant).
@@ -271,13 +292,13 @@ pub struct OAuth2Scheme {
     /// The provider's token endpoint.
     #[schemars(schema_with = "url_schema")]
     pub token_url: String,
-    /// The scopes the provider offers.
+    /// The scopes the provider offers. Optional; none is sent as `[]`.
     #[serde(default)]
     #[schemars(length(max = 64))]
     pub scopes: Vec<OAuth2Scope>,
-    /// The scopes requested unless a connection asks for others.
+    /// The scopes requested unless a connection asks for others. Optional; none is sent as `[]`.
     #[serde(default)]
-    #[schemars(length(max = 64), inner(length(min = 1, max = 128)))]
+    #[schemars(schema_with = "scopes_schema")]
     pub default_scopes: Vec<String>,
     /// The grant: how a connection obtains tokens.
     pub grant: OAuth2Grant,
@@ -297,6 +318,68 @@ pub struct OAuth2Scheme {
     /// Use PKCE in the authorization code flow.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pkce: Option<bool>,
+}
+
+/// The OAuth 1.0 signature method.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum OAuth1SignatureMethod {
+    /// HMAC-SHA256.
+    Sha256,
+    /// HMAC-SHA1.
+    Sha1,
+}
+
+/// How an OAuth 1.0 endpoint takes its parameters.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ParameterTransmission {
+    /// In the Authorization header.
+    AuthorizationHeader,
+    /// In a form-encoded body.
+    Form,
+    /// In the query string.
+    Query,
+}
+
+/// One endpoint of an OAuth 1.0 provider.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct OAuth1Endpoint {
+    /// The endpoint's URL.
+    #[schemars(schema_with = "url_schema")]
+    pub url: String,
+    /// How the endpoint takes its parameters: AuthorizationHeader, Form or Query. Defaults to
+    /// the provider's (Versori's) choice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parameter_transmission: Option<ParameterTransmission>,
+}
+
+/// An OAuth 1.0 scheme. With `tokenAuth: true` connections carry a ready token
+/// (`credentials.oauth1Token`) and the endpoints are optional; otherwise a person authorizes
+/// each connection in a browser, which needs all three endpoints.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("(has(self.tokenAuth) && self.tokenAuth) || (has(self.tempCredentialEndpoint) && has(self.resourceOwnerAuthorizationEndpoint) && has(self.tokenEndpoint))").message("without tokenAuth: true the browser flow needs tempCredentialEndpoint, resourceOwnerAuthorizationEndpoint and tokenEndpoint"))]
+#[serde(rename_all = "camelCase")]
+pub struct OAuth1Scheme {
+    /// The consumer key registered at the provider.
+    #[schemars(length(min = 1, max = 1024))]
+    pub consumer_key: String,
+    /// The consumer secret, read from a Secret in this namespace (Versori keeps it write-only).
+    pub consumer_secret_ref: SecretKeyRef,
+    /// The signature method: sha256 or sha1.
+    pub signature_method: OAuth1SignatureMethod,
+    /// True: connections carry a ready OAuth 1.0 token. Defaults to false (the browser flow).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_auth: Option<bool>,
+    /// Where temporary credentials are requested (the browser flow's first step).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temp_credential_endpoint: Option<OAuth1Endpoint>,
+    /// Where the person authorizes the connection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_owner_authorization_endpoint: Option<OAuth1Endpoint>,
+    /// Where the temporary credentials are exchanged for a token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_endpoint: Option<OAuth1Endpoint>,
 }
 
 /// What the operator last observed of the Versori system.

@@ -21,8 +21,9 @@ use super::auth::{Auth, BreakerObserver};
 use super::error::ApiError;
 use super::models::{
     AuthSchemeConfig, Connection, ConnectionTemplate, ConnectionUpdate, EnvSystemConnectionCreate,
-    ErrorBody, InitialiseOAuth2ConnectionRequest, InitialiseOAuth2ConnectionResponse, LinkSystem,
-    Page, Project, System, SystemCreate, SystemPage, UpdateConnectionTemplate, UpdateSystem,
+    ErrorBody, InitialiseOAuth1ConnectionRequest, InitialiseOAuth1ConnectionResponse,
+    InitialiseOAuth2ConnectionRequest, InitialiseOAuth2ConnectionResponse, LinkSystem, Page,
+    Project, System, SystemCreate, SystemPage, UpdateConnectionTemplate, UpdateSystem,
 };
 use super::secret::SecretValue;
 
@@ -283,6 +284,11 @@ const INITIALISE_OAUTH2: Op = op(
     Verb::Post,
     "/o/{org}/systems/{system_id}/oauth2/initialise",
 );
+const INITIALISE_OAUTH1: Op = op(
+    "initialise_oauth1",
+    Verb::Post,
+    "/o/{org}/systems/{system_id}/oauth1/initialise",
+);
 
 struct Inner {
     base_url: Url,
@@ -478,6 +484,19 @@ impl VersoriClient {
                 config.type_.as_str()
             ))
         })?;
+        self.upsert_auth_scheme_at(system_id, config_id, config)
+            .await
+    }
+
+    /// `PUT .../auth-scheme-configs/{config_id}` with the ID given: for the types without a
+    /// member (`jwt-bearer`, `secret`), whose body carries no ID, the path is what names them.
+    pub async fn upsert_auth_scheme_at(
+        &self,
+        system_id: &str,
+        config_id: &str,
+        config: &AuthSchemeConfig,
+    ) -> Result<AuthSchemeConfig, ApiError> {
+        check_segment("system ID", system_id)?;
         check_segment("auth scheme config ID", config_id)?;
         self.call_json(
             UPSERT_AUTH_SCHEME,
@@ -520,6 +539,22 @@ impl VersoriClient {
         .await
     }
 
+    /// `POST /o/{org}/systems/{system_id}/oauth1/initialise`.
+    pub async fn initialise_oauth1(
+        &self,
+        system_id: &str,
+        request: &InitialiseOAuth1ConnectionRequest,
+    ) -> Result<InitialiseOAuth1ConnectionResponse, ApiError> {
+        check_segment("system ID", system_id)?;
+        self.call_json(
+            INITIALISE_OAUTH1,
+            &["systems", system_id, "oauth1", "initialise"],
+            &[],
+            Some(request),
+        )
+        .await
+    }
+
     // -----------------------------------------------------------------------------------------
     // Connection templates
     // -----------------------------------------------------------------------------------------
@@ -540,14 +575,15 @@ impl VersoriClient {
         .await
     }
 
-    /// Every connection template of a project environment (following `next`).
+    /// Every connection template of a project environment: one answer, no paging parameters
+    /// (the API takes none here and answers everything in one page).
     pub async fn list_connection_templates(
         &self,
         project_id: &str,
         env_id: &str,
     ) -> Result<Vec<ConnectionTemplate>, ApiError> {
         check_segment("project ID", project_id)?;
-        self.fetch_all(
+        self.fetch_whole(
             LIST_CONNECTION_TEMPLATES,
             &["projects", project_id, "connection-templates"],
             &[("env_id", env_id)],
@@ -613,14 +649,15 @@ impl VersoriClient {
             .await
     }
 
-    /// Every static connection of a project environment (following `next`).
+    /// Every static connection of a project environment: one answer, no paging parameters
+    /// (the API takes none here and answers everything in one page).
     pub async fn list_project_connections(
         &self,
         project_id: &str,
         env_id: &str,
     ) -> Result<Vec<Connection>, ApiError> {
         check_segment("project ID", project_id)?;
-        self.fetch_all(
+        self.fetch_whole(
             LIST_PROJECT_CONNECTIONS,
             &["projects", project_id, "connections"],
             &[("env_id", env_id)],
@@ -698,6 +735,25 @@ impl VersoriClient {
             query.push(("after", after));
         }
         self.call_json(op, segments, &query, None::<&()>).await
+    }
+
+    /// A list call that takes no paging parameters: its one answer holds every item. A `next`
+    /// in it would mean items this client cannot ask for, so it is an error, not a silent cut.
+    async fn fetch_whole<T: DeserializeOwned>(
+        &self,
+        op: Op,
+        segments: &[&str],
+        filters: &[(&str, &str)],
+    ) -> Result<Vec<T>, ApiError> {
+        let page: Page<T> = self.fetch_page(op, segments, filters, None, None).await?;
+        if page.next_cursor().is_some() {
+            return Err(ApiError::Decode {
+                operation: op.name,
+                status: 200,
+                reason: "the API paged a list that takes no paging parameters".to_owned(),
+            });
+        }
+        Ok(page.items)
     }
 
     async fn fetch_all<T: DeserializeOwned>(
@@ -1318,6 +1374,26 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_unpaged_list_that_pages_is_an_error_not_a_silent_cut() {
+        let (base, server) = serve(vec![canned(
+            200,
+            r#"{"totalCount":2,"next":"c2","items":[]}"#,
+        )])
+        .await;
+        let client = VersoriClient::new(config(&base)).expect("client");
+        let err = client
+            .list_connection_templates("p1", "e1")
+            .await
+            .expect_err("a next on an unpaged list");
+        assert!(
+            matches!(&err, ApiError::Decode { status: 200, .. }),
+            "{err:?}"
+        );
+        let requests = server.await.expect("server");
+        assert_eq!(requests.len(), 1, "{requests:?}");
+    }
+
+    #[tokio::test]
     async fn list_templates_and_connections_use_contract_query_names() {
         let empty = r#"{"totalCount":0,"items":[]}"#;
         let (base, server) = serve(vec![
@@ -1349,18 +1425,16 @@ mod tests {
                 .is_empty()
         );
         let requests = server.await.expect("server");
-        assert!(requests[0].starts_with(
-            "GET /api/v2/o/org-1/projects/p1/connection-templates?env_id=e1&first=100 "
-        ));
+        assert!(
+            requests[0]
+                .starts_with("GET /api/v2/o/org-1/projects/p1/connection-templates?env_id=e1 ")
+        );
         assert!(
             requests[1].starts_with(
                 "GET /api/v2/o/org-1/connections?system_id=s1&end_user_id=u1&first=100 "
             )
         );
-        assert!(
-            requests[2]
-                .starts_with("GET /api/v2/o/org-1/projects/p1/connections?env_id=e1&first=100 ")
-        );
+        assert!(requests[2].starts_with("GET /api/v2/o/org-1/projects/p1/connections?env_id=e1 "));
     }
 
     #[tokio::test]

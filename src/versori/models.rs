@@ -270,11 +270,17 @@ impl AuthSchemeConfig {
     }
 
     /// An `oauth1` scheme.
-    pub fn oauth1(id: impl Into<String>, description: impl Into<String>) -> Self {
+    pub fn oauth1(scheme: OAuth1Scheme) -> Self {
         Self {
-            oauth1: Some(SimpleScheme::new(id, description)),
+            oauth1: Some(scheme),
             ..Self::empty(AuthSchemeType::OAuth1)
         }
+    }
+
+    /// A `jwt-bearer` or `secret` scheme: a type with no member, sent alone. Any other type
+    /// gives its empty shape too (no member), which [`is_consistent`](Self::is_consistent) refuses.
+    pub fn memberless(type_: AuthSchemeType) -> Self {
+        Self::empty(type_)
     }
 
     /// An `hmac` scheme.
@@ -301,7 +307,13 @@ impl AuthSchemeConfig {
         match self.type_ {
             AuthSchemeType::None => self.none.as_ref().map(simple),
             AuthSchemeType::BasicAuth => self.basic_auth.as_ref().map(simple),
-            AuthSchemeType::OAuth1 => self.oauth1.as_ref().map(simple),
+            AuthSchemeType::OAuth1 => self.oauth1.as_ref().map(|s| {
+                (
+                    s.id.as_str(),
+                    s.description.as_str(),
+                    s.validation_messages.as_ref(),
+                )
+            }),
             AuthSchemeType::Certificate => self.certificate.as_ref().map(simple),
             AuthSchemeType::ApiKey => self.api_key.as_ref().map(|s| {
                 (
@@ -362,7 +374,7 @@ impl AuthSchemeConfig {
     }
 }
 
-/// A member with no type-specific fields (`none`, `basicAuth`, `certificate`, `oauth1`).
+/// A member with no type-specific fields (`none`, `basicAuth`, `certificate`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SimpleScheme {
@@ -387,7 +399,101 @@ impl SimpleScheme {
 pub type NoneScheme = SimpleScheme;
 pub type BasicAuthScheme = SimpleScheme;
 pub type CertificateScheme = SimpleScheme;
-pub type OAuth1Scheme = SimpleScheme;
+
+/// The OAuth 1.0 signature method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OAuth1SignatureMethod {
+    Sha256,
+    Sha1,
+}
+
+/// How an OAuth 1.0 endpoint takes its parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ParameterTransmission {
+    #[serde(rename = "AUTH_STYLE_AUTHORIZATION_HEADER")]
+    AuthorizationHeader,
+    #[serde(rename = "AUTH_STYLE_FORM")]
+    Form,
+    #[serde(rename = "AUTH_STYLE_QUERY")]
+    Query,
+}
+
+/// One OAuth 1.0 endpoint: `{url, parameterTransmission?, additionalParamConfigs?}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OAuth1Endpoint {
+    #[serde(default)]
+    pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parameter_transmission: Option<ParameterTransmission>,
+    /// Shape not fixed by the contract; passed through as it comes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub additional_param_configs: Option<serde_json::Value>,
+}
+
+impl OAuth1Endpoint {
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            ..Self::default()
+        }
+    }
+}
+
+/// The `oauth1` member. `consumerSecret` is write-only: reads show it redacted (or not at all).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OAuth1Scheme {
+    #[serde(default)]
+    pub id: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation_messages: Option<Vec<String>>,
+    #[serde(default)]
+    pub consumer_key: String,
+    #[serde(default)]
+    pub consumer_secret: SecretValue,
+    pub signature_method: OAuth1SignatureMethod,
+    /// True: connections carry a ready `oauth1-token`; false or absent: the browser flow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_auth: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temp_credential_endpoint: Option<OAuth1Endpoint>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_owner_authorization_endpoint: Option<OAuth1Endpoint>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_endpoint: Option<OAuth1Endpoint>,
+    /// Server-assigned: the credential holding the consumer secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential_id: Option<String>,
+}
+
+impl OAuth1Scheme {
+    /// A scheme with no endpoints and no `tokenAuth` yet.
+    pub fn new(
+        id: impl Into<String>,
+        description: impl Into<String>,
+        consumer_key: impl Into<String>,
+        consumer_secret: SecretValue,
+        signature_method: OAuth1SignatureMethod,
+    ) -> Self {
+        Self {
+            id: id.into(),
+            description: description.into(),
+            validation_messages: None,
+            consumer_key: consumer_key.into(),
+            consumer_secret,
+            signature_method,
+            token_auth: None,
+            temp_credential_endpoint: None,
+            resource_owner_authorization_endpoint: None,
+            token_endpoint: None,
+            credential_id: None,
+        }
+    }
+}
 
 /// Where an API key (or HMAC signature) goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -948,6 +1054,85 @@ impl Credential {
         )
     }
 
+    /// A `string` credential: an hmac scheme's signing secret, or a `secret` / `jwt-bearer`
+    /// scheme's value (the same wire shape as an API key).
+    pub fn string(organisation_id: impl Into<String>, value: SecretValue) -> Self {
+        Self::api_key(organisation_id, value)
+    }
+
+    /// A `binary` credential: `{binary: {valueBase64}}`.
+    pub fn binary(organisation_id: impl Into<String>, value_base64: SecretValue) -> Self {
+        Self::new(
+            organisation_id,
+            CredentialType::Binary,
+            Some(CredentialData {
+                binary: Some(BinaryCredential { value_base64 }),
+                ..CredentialData::default()
+            }),
+        )
+    }
+
+    /// A `certificate` credential (PEM): `{certificate: {certificate, key, ca}}`.
+    pub fn certificate(
+        organisation_id: impl Into<String>,
+        certificate: impl Into<String>,
+        key: SecretValue,
+        ca: impl Into<String>,
+    ) -> Self {
+        Self::new(
+            organisation_id,
+            CredentialType::Certificate,
+            Some(CredentialData {
+                certificate: Some(CertificateCredential {
+                    certificate: certificate.into(),
+                    key,
+                    ca: ca.into(),
+                }),
+                ..CredentialData::default()
+            }),
+        )
+    }
+
+    /// An `oauth1-token` credential: `{oauth1Token: {token, tokenSecret}}`.
+    pub fn oauth1_token(
+        organisation_id: impl Into<String>,
+        token: SecretValue,
+        token_secret: SecretValue,
+    ) -> Self {
+        Self::new(
+            organisation_id,
+            CredentialType::OAuth1Token,
+            Some(CredentialData {
+                oauth1_token: Some(OAuth1TokenCredential {
+                    token,
+                    token_secret,
+                }),
+                ..CredentialData::default()
+            }),
+        )
+    }
+
+    /// An `oauth1` credential from the browser flow: `{oauth1: {state, oauthToken, oauthVerifier}}`.
+    pub fn oauth1(
+        organisation_id: impl Into<String>,
+        state: impl Into<String>,
+        oauth_token: SecretValue,
+        oauth_verifier: SecretValue,
+    ) -> Self {
+        Self::new(
+            organisation_id,
+            CredentialType::OAuth1,
+            Some(CredentialData {
+                oauth1: Some(OAuth1Credential {
+                    state: state.into(),
+                    oauth_token,
+                    oauth_verifier,
+                }),
+                ..CredentialData::default()
+            }),
+        )
+    }
+
     /// An `oauth2-password` credential (password grant).
     pub fn oauth2_password(
         organisation_id: impl Into<String>,
@@ -990,6 +1175,32 @@ pub struct CredentialData {
     pub oauth2_token: Option<OAuth2TokenCredential>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificate: Option<CertificateCredential>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oauth1: Option<OAuth1Credential>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oauth1_token: Option<OAuth1TokenCredential>,
+}
+
+/// `oauth1: {state, oauthToken, oauthVerifier}`, from the OAuth 1.0 browser flow.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OAuth1Credential {
+    #[serde(default)]
+    pub state: String,
+    #[serde(default)]
+    pub oauth_token: SecretValue,
+    #[serde(default)]
+    pub oauth_verifier: SecretValue,
+}
+
+/// `oauth1Token: {token, tokenSecret}`, a ready OAuth 1.0 token.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OAuth1TokenCredential {
+    #[serde(default)]
+    pub token: SecretValue,
+    #[serde(default)]
+    pub token_secret: SecretValue,
 }
 
 /// `string: {value}` (e.g. an API key).
@@ -1131,6 +1342,28 @@ pub struct InitialiseOAuth2ConnectionRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scopes: Option<Vec<String>>,
 }
+
+/// Body of `POST /o/{org}/systems/{system_id}/oauth1/initialise`: the oauth1 scheme's
+/// credential (its `credentialId`) and where the browser returns with `oauth_token` and
+/// `oauth_verifier`. The contract lists only `credential`; `redirectUrl` is this project's
+/// reading (the browser must return somewhere), taken as `oauth2/initialise` takes it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InitialiseOAuth1ConnectionRequest {
+    pub credential: CredentialRef,
+    pub redirect_url: String,
+}
+
+/// `{id, organisationId}` of a credential.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CredentialRef {
+    pub id: String,
+    pub organisation_id: String,
+}
+
+/// Answer of `POST /o/{org}/systems/{system_id}/oauth1/initialise`.
+pub type InitialiseOAuth1ConnectionResponse = InitialiseOAuth2ConnectionResponse;
 
 /// Answer of `POST /o/{org}/systems/{system_id}/oauth2/initialise`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -1478,8 +1711,18 @@ mod tests {
             "oauth2Password": {"username": "u", "password": "p"},
             "oauth2Code": {"code": "c", "state": "s", "redirectUrl": "r"},
             "oauth2Token": {"scopes": [], "refreshToken": "r"},
-            "certificate": {"certificate": "c", "key": "k", "ca": "a"}
+            "certificate": {"certificate": "c", "key": "k", "ca": "a"},
+            "oauth1": {"state": "s", "oauthToken": "t", "oauthVerifier": "v"},
+            "oauth1Token": {"token": "t", "tokenSecret": "ts"}
         }));
+        assert_eq!(
+            data.oauth1_token.as_ref().map(|t| t.token_secret.expose()),
+            Some("ts")
+        );
+        assert_eq!(
+            data.oauth1.as_ref().map(|t| t.oauth_verifier.expose()),
+            Some("v")
+        );
         assert_eq!(
             data.oauth2_client
                 .as_ref()
@@ -1500,6 +1743,11 @@ mod tests {
             Credential::basic_auth("o", "user", secret()),
             Credential::oauth2_client("o", "id", secret(), "https://t"),
             Credential::oauth2_password("o", "user", secret()),
+            Credential::string("o", secret()),
+            Credential::binary("o", secret()),
+            Credential::certificate("o", "cert", secret(), "ca"),
+            Credential::oauth1_token("o", secret(), secret()),
+            Credential::oauth1("o", "state", secret(), secret()),
             Credential::new(
                 "o",
                 CredentialType::Certificate,
@@ -1538,6 +1786,47 @@ mod tests {
             OAuth2Grant::authorization_code(grant),
         ));
         assert!(!format!("{scheme:?}").contains(CANARY));
+        let oauth1 = AuthSchemeConfig::oauth1(OAuth1Scheme::new(
+            "o1",
+            "",
+            "key",
+            secret(),
+            OAuth1SignatureMethod::Sha256,
+        ));
+        assert!(!format!("{oauth1:?}").contains(CANARY));
+        assert!(
+            serde_json::to_string(&oauth1)
+                .expect("ser")
+                .contains(CANARY)
+        );
+    }
+
+    #[test]
+    fn oauth1_scheme_round_trips_in_the_contract_shape() {
+        let cfg: AuthSchemeConfig = roundtrip(json!({
+            "type": "oauth1",
+            "oauth1": {
+                "id": "o1", "description": "", "consumerKey": "ck", "consumerSecret": "cs",
+                "signatureMethod": "sha1", "tokenAuth": false,
+                "tempCredentialEndpoint": {"url": "https://p/t", "parameterTransmission": "AUTH_STYLE_FORM"},
+                "resourceOwnerAuthorizationEndpoint": {"url": "https://p/a"},
+                "tokenEndpoint": {"url": "https://p/k", "parameterTransmission": "AUTH_STYLE_AUTHORIZATION_HEADER"},
+                "credentialId": "01KKBR46SH7JES8AZ14EEAK0CX"
+            }
+        }));
+        assert!(cfg.is_consistent());
+        assert_eq!(cfg.id(), Some("o1"));
+        let o = cfg.oauth1.as_ref().expect("oauth1");
+        assert_eq!(o.signature_method, OAuth1SignatureMethod::Sha1);
+        assert_eq!(
+            o.token_endpoint
+                .as_ref()
+                .and_then(|e| e.parameter_transmission),
+            Some(ParameterTransmission::AuthorizationHeader)
+        );
+        let secret: AuthSchemeConfig = roundtrip(json!({"type": "secret"}));
+        assert_eq!(secret, AuthSchemeConfig::memberless(AuthSchemeType::Secret));
+        assert!(secret.is_consistent());
     }
 
     #[test]

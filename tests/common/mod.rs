@@ -5,7 +5,7 @@
 //!   It is torn down by a watcher process once the test binary exits.
 //! * [`namespace`]: a fresh namespace per test.
 //! * [`kubectl`] / [`kubectl_apply_stdin`]: kubectl bound to the test cluster.
-//! * [`Emulator`]: the `versori-emulator` binary as a child process.
+//! * [`Emulator`]: the `versori-emulator` binary as a child process ([`emulator_binary`]).
 //!
 //! The control plane has no controller-manager: namespaces never finish deleting and ownerReference
 //! garbage collection does not happen, so tests must not wait for either.
@@ -311,6 +311,44 @@ pub fn unique_name(prefix: &str) -> String {
     }
 }
 
+/// The `versori-emulator` binary. It belongs to another workspace member
+/// (`crates/versori-emulator`), and cargo sets `CARGO_BIN_EXE_*` only for this package's own
+/// binaries, so it is looked for next to the operator's binary (same target directory and
+/// profile) after a `cargo build -p versori-emulator` (once per test process; a no-op when it
+/// is fresh). That way `cargo test --test X`, which builds only this package's targets, still
+/// runs the current emulator.
+pub fn emulator_binary() -> &'static Path {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| {
+        let operator = Path::new(env!("CARGO_BIN_EXE_versori-operator"));
+        let profile_dir = operator
+            .parent()
+            .expect("the operator binary lives in a target profile directory");
+        let binary = profile_dir.join(format!("versori-emulator{}", std::env::consts::EXE_SUFFIX));
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut build = Command::new(cargo);
+        build
+            .args(["build", "--quiet", "--locked", "-p", "versori-emulator"])
+            .args(["--bin", "versori-emulator"])
+            .current_dir(MANIFEST_DIR);
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            build.arg("--release");
+        }
+        if let Some(target_dir) = profile_dir.parent() {
+            build.env("CARGO_TARGET_DIR", target_dir);
+        }
+        let status = build
+            .status()
+            .expect("running cargo build -p versori-emulator");
+        assert!(
+            status.success() && binary.is_file(),
+            "cargo build -p versori-emulator failed ({status}) or left no {}",
+            binary.display()
+        );
+        binary
+    })
+}
+
 /// Organisation the emulator is started with by [`Emulator::start`].
 pub const EMULATOR_ORGANISATION: &str = "test-org";
 
@@ -342,7 +380,7 @@ impl Emulator {
             .expect("creating emulator seed file");
         std::fs::write(seed.path(), seed_yaml).expect("writing emulator seed file");
 
-        let mut command = Command::new(env!("CARGO_BIN_EXE_versori-emulator"));
+        let mut command = Command::new(emulator_binary());
         command
             .args(["--listen", "127.0.0.1:0", "--organisation", organisation])
             .args(["--token", token]);

@@ -15,10 +15,10 @@ use axum::routing::{get, post, put};
 use serde_json::{Map, Value, json};
 
 use super::error::{ApiError, FieldError};
-use super::page::{PageRequest, Query, page};
+use super::page::{PageRequest, Query, no_paging, page, whole};
 use super::store::{
-    Connection, OAuthFlow, Store, System, Template, now, render_connection, render_project,
-    render_scheme, render_system, render_template,
+    Connection, OAuth1Flow, OAuthFlow, Store, System, Template, now, render_connection,
+    render_project, render_scheme, render_system, render_template,
 };
 use super::validate::{
     self, GRANT_TYPES, V, auth_scheme_config, connection_credential, index, is_ulid, join,
@@ -43,6 +43,10 @@ pub fn routes() -> Router<AppState> {
         .route(
             "/o/{org}/systems/{system_id}/oauth2/initialise",
             post(initialise_oauth2),
+        )
+        .route(
+            "/o/{org}/systems/{system_id}/oauth1/initialise",
+            post(initialise_oauth1),
         )
         .route(
             "/o/{org}/projects/{project_id}/connection-templates",
@@ -286,6 +290,47 @@ fn settle_grant(
     Ok(())
 }
 
+/// Settles the server-assigned `credentialId` of an oauth1 scheme (where Versori keeps the
+/// consumer secret): unset gets a new one; a set one must be the one already stored.
+fn settle_oauth1(cfg: &mut Value, previous: Option<&Value>, path: &str) -> Result<(), FieldError> {
+    let Some(member) = cfg.get_mut("oauth1").and_then(Value::as_object_mut) else {
+        return Ok(());
+    };
+    let given = member
+        .get("credentialId")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty() && *s != validate::ZERO_ULID)
+        .map(str::to_ascii_uppercase);
+    let id = match given {
+        None => new_ulid(),
+        Some(id) => {
+            let old = previous
+                .and_then(|p| p.pointer("/oauth1/credentialId"))
+                .and_then(Value::as_str);
+            if old != Some(id.as_str()) {
+                return Err(FieldError::new(
+                    join(&join(path, "oauth1"), "credentialId"),
+                    "no such credential on this auth scheme config",
+                ));
+            }
+            id
+        }
+    };
+    member.insert("credentialId".to_owned(), Value::String(id));
+    Ok(())
+}
+
+/// Both server-assigned parts of a config: the oauth2 grant's and the oauth1 credential.
+fn settle(
+    cfg: &mut Value,
+    previous: Option<&Value>,
+    organisation: &str,
+    path: &str,
+) -> Result<(), FieldError> {
+    settle_grant(cfg, previous, organisation, path)?;
+    settle_oauth1(cfg, previous, path)
+}
+
 async fn create_system(State(app): State<AppState>, body: Body) -> ApiResult {
     let m = body.object()?;
     let mut v = V::new();
@@ -304,7 +349,8 @@ async fn create_system(State(app): State<AppState>, body: Body) -> ApiResult {
                 let path = index("authSchemeConfigs", i);
                 if let Some(cfg) = auth_scheme_config(&mut v, item, &path, false) {
                     let id = scheme_id(&cfg).to_owned();
-                    if !ids.insert(id.clone()) {
+                    // A config whose type has no member (jwt-bearer, secret) has no ID here.
+                    if !id.is_empty() && !ids.insert(id.clone()) {
                         let member = validate::scheme_member(
                             cfg.get("type").and_then(Value::as_str).unwrap_or_default(),
                         )
@@ -334,7 +380,7 @@ async fn create_system(State(app): State<AppState>, body: Body) -> ApiResult {
     let mut settled = Vec::new();
     let mut errors = Vec::new();
     for (path, mut cfg) in configs {
-        if let Err(e) = settle_grant(&mut cfg, None, &app.organisation, &path) {
+        if let Err(e) = settle(&mut cfg, None, &app.organisation, &path) {
             errors.push(e);
         }
         settled.push(cfg);
@@ -476,6 +522,20 @@ async fn upsert_auth_scheme(State(app): State<AppState>, p: Params, body: Body) 
             "validation let an invalid config through",
         ));
     };
+    let scheme_type = cfg
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    if validate::scheme_member(&scheme_type).is_none()
+        && let Some(m) = cfg.as_object_mut()
+    {
+        // jwt-bearer and secret carry no member, so no ID: the path names the config.
+        m.insert(
+            validate::MEMBERLESS_ID.to_owned(),
+            Value::String(scheme_path_id.clone()),
+        );
+    }
     let body_id = scheme_id(&cfg).to_owned();
     if body_id != scheme_path_id {
         let member =
@@ -495,8 +555,7 @@ async fn upsert_auth_scheme(State(app): State<AppState>, p: Params, body: Body) 
         .iter()
         .position(|c| scheme_id(c) == body_id);
     let previous = position.and_then(|i| system.auth_scheme_configs.get(i));
-    settle_grant(&mut cfg, previous, &app.organisation, "")
-        .map_err(|e| ApiError::validation(vec![e]))?;
+    settle(&mut cfg, previous, &app.organisation, "").map_err(|e| ApiError::validation(vec![e]))?;
     let out = render_scheme(&cfg, true);
     match position.and_then(|i| system.auth_scheme_configs.get_mut(i)) {
         Some(slot) => *slot = cfg,
@@ -623,6 +682,84 @@ async fn initialise_oauth2(
     ok(StatusCode::OK, json!({ "url": url.as_str() }))
 }
 
+/// `POST .../systems/{id}/oauth1/initialise`, body `{credential: {id, organisationId},
+/// redirectUrl}`. `credential.id` is the `credentialId` of one of the system's oauth1 schemes
+/// with the browser flow (`tokenAuth` not true). The contract names no place for the browser to
+/// return to; the emulator takes `redirectUrl`, as `oauth2/initialise` does, and requires it.
+/// Answers `{url}`: the provider's (the emulator's) authorize page with the temporary
+/// `oauth_token` and the flow's `state`.
+async fn initialise_oauth1(
+    State(app): State<AppState>,
+    p: Params,
+    headers: axum::http::HeaderMap,
+    body: Body,
+) -> ApiResult {
+    let system_id = p.ulid("system_id")?;
+    if app.store().system(&system_id).is_none() {
+        return Err(system_not_found(&system_id));
+    }
+    let m = body.object()?;
+    let mut v = V::new();
+    let credential_id = v.req_object(m, "credential", "").and_then(|c| {
+        if let Some(org) = v.req_str(c, "organisationId", "credential", true)
+            && org != app.organisation
+        {
+            v.err(
+                "credential.organisationId",
+                format!("must be this organisation ({})", app.organisation),
+            );
+        }
+        v.req_ulid(c, "id", "credential")
+    });
+    let redirect_url = v.req_url(m, "redirectUrl", "").map(str::to_owned);
+    v.finish()?;
+    let (Some(credential_id), Some(redirect_url)) = (credential_id, redirect_url) else {
+        return Err(ApiError::internal(
+            "validation let a required field through",
+        ));
+    };
+    let mut store = app.store();
+    let system = store
+        .system(&system_id)
+        .ok_or_else(|| system_not_found(&system_id))?;
+    let scheme = system.auth_scheme_configs.iter().find(|c| {
+        c.pointer("/oauth1/credentialId").and_then(Value::as_str) == Some(credential_id.as_str())
+    });
+    let Some(scheme) = scheme else {
+        return Err(ApiError::field(
+            "credential.id",
+            format!("system {system_id} has no oauth1 auth scheme config with this credential"),
+        ));
+    };
+    if scheme.pointer("/oauth1/tokenAuth").and_then(Value::as_bool) == Some(true) {
+        return Err(ApiError::field(
+            "credential.id",
+            "this oauth1 auth scheme config uses tokenAuth: its connections carry an oauth1-token, there is no browser flow",
+        ));
+    }
+    let state = hex::encode(rand::random::<[u8; 16]>());
+    let oauth_token = hex::encode(rand::random::<[u8; 16]>());
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("127.0.0.1");
+    let mut url = url::Url::parse(&format!("http://{host}/_emulator/oauth1/authorize"))
+        .or_else(|_| url::Url::parse("http://127.0.0.1/_emulator/oauth1/authorize"))
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    url.query_pairs_mut()
+        .append_pair("oauth_token", &oauth_token)
+        .append_pair("state", &state);
+    store.oauth1_flows.push(OAuth1Flow {
+        state,
+        system_id,
+        credential_id,
+        redirect_url,
+        oauth_token,
+        verifier: None,
+    });
+    ok(StatusCode::OK, json!({ "url": url.as_str() }))
+}
+
 // ------------------------------------------------------- connection templates
 
 async fn create_template(State(app): State<AppState>, p: Params, body: Body) -> ApiResult {
@@ -671,7 +808,6 @@ async fn create_template(State(app): State<AppState>, p: Params, body: Body) -> 
         .and_then(|s| s.auth_scheme_configs.first())
         .map(|c| scheme_id(c).to_owned());
     let template = Template {
-        seq: store.next_seq(),
         id: new_ulid(),
         project_id,
         environment_id,
@@ -692,14 +828,14 @@ async fn list_templates(State(app): State<AppState>, p: Params, Q(q): Q) -> ApiR
         return Err(project_not_found(&project_id));
     }
     let env = env_param(&q, &store, &project_id)?;
-    let req = PageRequest::from_query(&q)?;
+    no_paging(&q)?;
     let items = store
         .templates
         .iter()
         .filter(|t| t.project_id == project_id && t.environment_id == env)
-        .map(|t| (t.seq, render_template(t, &store, true)))
+        .map(|t| render_template(t, &store, true))
         .collect();
-    ok(StatusCode::OK, page(items, req))
+    ok(StatusCode::OK, whole(items))
 }
 
 fn template_in_project<'a>(
@@ -960,6 +1096,27 @@ fn consume_authorization_codes(
     system_id: &str,
 ) -> Result<(), ApiError> {
     for (i, credential) in credentials.iter().enumerate() {
+        if let Some(oauth1) = credential.pointer("/credential/data/oauth1") {
+            let field = |f: &str| oauth1.get(f).and_then(Value::as_str).unwrap_or_default();
+            let found = store.oauth1_flows.iter().position(|f| {
+                f.system_id == system_id
+                    && f.state == field("state")
+                    && f.oauth_token == field("oauthToken")
+                    && f.verifier.as_deref() == Some(field("oauthVerifier"))
+            });
+            match found {
+                Some(index) => {
+                    store.oauth1_flows.remove(index);
+                }
+                None => {
+                    return Err(ApiError::field(
+                        format!("{prefix}credentials[{i}].credential.data.oauth1.oauthVerifier"),
+                        "is not a verifier the provider granted for this system's OAuth 1.0 flow, state and token (wrong, reused or never issued)",
+                    ));
+                }
+            }
+            continue;
+        }
         let Some(code) = credential.pointer("/credential/data/oauth2Code") else {
             continue;
         };
@@ -1020,15 +1177,15 @@ async fn list_project_connections(State(app): State<AppState>, p: Params, Q(q): 
         return Err(project_not_found(&project_id));
     }
     let env = env_param(&q, &store, &project_id)?;
-    let req = PageRequest::from_query(&q)?;
+    no_paging(&q)?;
     let items = store
         .connections
         .iter()
         .filter(|c| c.project_id == project_id && c.environment_id == env)
         .filter(|c| c.external_id.is_none())
-        .map(|c| (c.seq, render_connection(c)))
+        .map(render_connection)
         .collect();
-    ok(StatusCode::OK, page(items, req))
+    ok(StatusCode::OK, whole(items))
 }
 
 fn connection_not_found(id: &str) -> ApiError {

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use versori_operator::emulator::{EmulatorConfig, Seed, serve};
+use versori_emulator::{EmulatorConfig, Seed, serve};
 
 #[derive(Debug, Parser)]
 #[command(

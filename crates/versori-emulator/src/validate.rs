@@ -4,6 +4,7 @@
 //! A `null` value counts as absent everywhere, except that a required field
 //! that is `null` is reported as missing.
 
+use base64::Engine as _;
 use serde_json::{Map, Value, json};
 
 use super::error::{ApiError, FieldError};
@@ -44,19 +45,23 @@ pub fn index(prefix: &str, i: usize) -> String {
     format!("{prefix}[{i}]")
 }
 
-/// `(type, member)` pairs of `AuthSchemeConfig`. The contract names no member
-/// for `jwt-bearer` and `secret`; we take `jwtBearer` and `secret`.
-pub const SCHEME_TYPES: [(&str, &str); 9] = [
-    ("none", "none"),
-    ("api-key", "apiKey"),
-    ("basic-auth", "basicAuth"),
-    ("oauth2", "oauth2"),
-    ("hmac", "hmac"),
-    ("jwt-bearer", "jwtBearer"),
-    ("certificate", "certificate"),
-    ("oauth1", "oauth1"),
-    ("secret", "secret"),
+/// `(type, member)` pairs of `AuthSchemeConfig`. `jwt-bearer` and `secret` are types with no
+/// member of their own: the type is sent alone.
+pub const SCHEME_TYPES: [(&str, Option<&str>); 9] = [
+    ("none", Some("none")),
+    ("api-key", Some("apiKey")),
+    ("basic-auth", Some("basicAuth")),
+    ("oauth2", Some("oauth2")),
+    ("hmac", Some("hmac")),
+    ("jwt-bearer", None),
+    ("certificate", Some("certificate")),
+    ("oauth1", Some("oauth1")),
+    ("secret", None),
 ];
+
+/// Where the emulator keeps the ID of a config whose type has no member (`jwt-bearer`,
+/// `secret`): the ID of the path it was PUT at. Never rendered; the API shows the type alone.
+pub const MEMBERLESS_ID: &str = "$id";
 
 /// `(type, data member)` pairs of `Credential`.
 pub const CREDENTIAL_TYPES: [(&str, &str); 11] = [
@@ -78,6 +83,18 @@ const LOCATIONS: [&str; 3] = ["query", "header", "cookie"];
 const HMAC_ALGORITHMS: [&str; 3] = ["sha1", "sha256", "sha512"];
 const HMAC_DIGEST_INPUTS: [&str; 2] = ["body", "url"];
 const HMAC_ENCODINGS: [&str; 3] = ["hex", "base64", "base64url"];
+const OAUTH1_SIGNATURE_METHODS: [&str; 2] = ["sha256", "sha1"];
+/// The three endpoints of an oauth1 scheme, all required unless `tokenAuth` is true.
+pub const OAUTH1_ENDPOINTS: [&str; 3] = [
+    "tempCredentialEndpoint",
+    "resourceOwnerAuthorizationEndpoint",
+    "tokenEndpoint",
+];
+const PARAMETER_TRANSMISSIONS: [&str; 3] = [
+    "AUTH_STYLE_AUTHORIZATION_HEADER",
+    "AUTH_STYLE_FORM",
+    "AUTH_STYLE_QUERY",
+];
 pub const ENVIRONMENT_STATUSES: [&str; 4] = ["running", "suspended", "error", "draft"];
 
 fn kind(v: &Value) -> &'static str {
@@ -363,23 +380,33 @@ impl V {
     }
 }
 
-/// The member of an `AuthSchemeConfig` named by its type.
+/// The member of an `AuthSchemeConfig` named by its type (`None` for an unknown type and for
+/// the types without a member).
 pub fn scheme_member(scheme_type: &str) -> Option<&'static str> {
     SCHEME_TYPES
         .iter()
         .find(|(t, _)| *t == scheme_type)
-        .map(|(_, m)| *m)
+        .and_then(|(_, m)| *m)
 }
 
-/// The ID of a (validated, stored) auth scheme config.
+/// Every member name of `AuthSchemeConfig`.
+fn scheme_members() -> impl Iterator<Item = &'static str> {
+    SCHEME_TYPES.iter().filter_map(|(_, m)| *m)
+}
+
+/// The ID of a (validated, stored) auth scheme config: its member's `id`, or for a type
+/// without a member the ID it was stored under.
 pub fn scheme_id(cfg: &Value) -> &str {
-    cfg.get("type")
+    let member = cfg
+        .get("type")
         .and_then(Value::as_str)
-        .and_then(scheme_member)
-        .and_then(|m| cfg.get(m))
-        .and_then(|m| m.get("id"))
-        .and_then(Value::as_str)
-        .unwrap_or("")
+        .and_then(scheme_member);
+    match member {
+        Some(m) => cfg.get(m).and_then(|m| m.get("id")),
+        None => cfg.get(MEMBERLESS_ID),
+    }
+    .and_then(Value::as_str)
+    .unwrap_or("")
 }
 
 /// Validates an `AuthSchemeConfig` and returns it normalised: `{type, <member>}`,
@@ -397,7 +424,7 @@ pub fn auth_scheme_config(
     let before = v.errors.len();
     let scheme_type = v.req_enum(m, "type", path, &types);
     let member = scheme_type.and_then(scheme_member);
-    for (_, other) in SCHEME_TYPES {
+    for other in scheme_members() {
         if Some(other) != member && V::get(m, other).is_some() {
             let message = match scheme_type {
                 Some(t) => format!("must not be set when type is {t}"),
@@ -406,7 +433,20 @@ pub fn auth_scheme_config(
             v.err(join(path, other), message);
         }
     }
-    let (scheme_type, member) = (scheme_type?, member?);
+    let scheme_type = scheme_type?;
+    let Some(member) = member else {
+        // jwt-bearer, secret: the type alone. Anything else is a member the API does not have.
+        for key in m.keys().filter(|k| *k != "type" && V::get(m, k).is_some()) {
+            v.err(
+                join(path, key),
+                format!("must not be set: type {scheme_type} has no member; send the type alone"),
+            );
+        }
+        if v.errors.len() != before {
+            return None;
+        }
+        return Some(json!({ "type": scheme_type }));
+    };
     let mp = join(path, member);
     let Some(member_value) = V::get(m, member) else {
         v.err(mp, format!("is required when type is {scheme_type}"));
@@ -435,6 +475,7 @@ pub fn auth_scheme_config(
             }
         }
         "oauth2" => oauth2_scheme(v, mm, &mp),
+        "oauth1" => oauth1_scheme(v, mm, &mp),
         _ => {}
     }
     if v.errors.len() != before {
@@ -444,6 +485,38 @@ pub fn auth_scheme_config(
     normalised.remove("validationMessages");
     normalised.retain(|_, value| !value.is_null());
     Some(json!({ "type": scheme_type, member: Value::Object(normalised) }))
+}
+
+fn oauth1_scheme(v: &mut V, mm: &Map<String, Value>, mp: &str) {
+    v.req_str(mm, "consumerKey", mp, true);
+    // Write-only: redacted on every read, so sent on every write.
+    v.req_str(mm, "consumerSecret", mp, true);
+    v.req_enum(mm, "signatureMethod", mp, &OAUTH1_SIGNATURE_METHODS);
+    let token_auth = v.opt_bool(mm, "tokenAuth", mp).unwrap_or(false);
+    for endpoint in OAUTH1_ENDPOINTS {
+        let ep = join(mp, endpoint);
+        match V::get(mm, endpoint) {
+            None if !token_auth => v.err(
+                ep,
+                "is required unless tokenAuth is true (the browser flow needs all three endpoints)",
+            ),
+            None => {}
+            Some(e) => {
+                if let Some(e) = v.object(e, &ep) {
+                    v.req_url(e, "url", &ep);
+                    if let Some(t) = v.opt_str(e, "parameterTransmission", &ep) {
+                        v.check_enum(
+                            t,
+                            join(&ep, "parameterTransmission"),
+                            &PARAMETER_TRANSMISSIONS,
+                        );
+                    }
+                    // `additionalParamConfigs`: the contract gives no shape; taken as it comes.
+                }
+            }
+        }
+    }
+    v.id_or_unset(mm, "credentialId", mp);
 }
 
 fn oauth2_scheme(v: &mut V, mm: &Map<String, Value>, mp: &str) {
@@ -607,7 +680,14 @@ fn credential_data(v: &mut V, m: &Map<String, Value>, credential_type: &str, pat
             v.req_str(mm, "value", &mp, true);
         }
         "binary" => {
-            v.req_str(mm, "valueBase64", &mp, true);
+            if let Some(b) = v.req_str(mm, "valueBase64", &mp, true)
+                && base64::engine::general_purpose::STANDARD.decode(b).is_err()
+            {
+                v.err(
+                    join(&mp, "valueBase64"),
+                    "must be standard base64 (RFC 4648, padded)",
+                );
+            }
         }
         "basic-auth" | "oauth2-password" => {
             v.req_str(mm, "username", &mp, true);
@@ -640,9 +720,23 @@ fn credential_data(v: &mut V, m: &Map<String, Value>, credential_type: &str, pat
             v.opt_str(mm, "expiresAt", &mp);
         }
         "certificate" => {
-            v.req_str(mm, "certificate", &mp, true);
-            v.req_str(mm, "key", &mp, true);
-            v.req_str(mm, "ca", &mp, false);
+            for (key, non_empty) in [("certificate", true), ("key", true), ("ca", false)] {
+                if let Some(pem) = v.req_str(mm, key, &mp, non_empty)
+                    && !pem.is_empty()
+                    && !pem.contains("-----BEGIN ")
+                {
+                    v.err(join(&mp, key), "must be PEM text (-----BEGIN ...)");
+                }
+            }
+        }
+        "oauth1" => {
+            v.req_str(mm, "state", &mp, true);
+            v.req_str(mm, "oauthToken", &mp, true);
+            v.req_str(mm, "oauthVerifier", &mp, true);
+        }
+        "oauth1-token" => {
+            v.req_str(mm, "token", &mp, true);
+            v.req_str(mm, "tokenSecret", &mp, true);
         }
         _ => {}
     }

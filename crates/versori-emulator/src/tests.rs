@@ -257,10 +257,7 @@ async fn auth_and_organisation() {
     assert_eq!(resp.json::<Value>().await.unwrap()["code"], "not_found");
 
     let (status, body) = emu
-        .get(&format!(
-            "/projects/{}",
-            crate::emulator::validate::new_ulid()
-        ))
+        .get(&format!("/projects/{}", crate::validate::new_ulid()))
         .await;
     assert_eq!(
         (status, body["code"].as_str()),
@@ -405,7 +402,7 @@ async fn system_validation() {
         .put(
             &format!(
                 "/systems/{}/auth-scheme-configs/key",
-                crate::emulator::validate::new_ulid()
+                crate::validate::new_ulid()
             ),
             api_key("key"),
         )

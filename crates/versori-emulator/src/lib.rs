@@ -8,18 +8,25 @@
 //!
 //! Test hooks (no token, loopback peers only):
 //! - `GET /_emulator/state`: `{organisation, projects, systems, connectionTemplates,
-//!   connections, oauth2Flows, requests: {"GET /o/{org}/systems/{system_id}": n},
+//!   connections, oauth2Flows, oauth1Flows, requests: {"GET /o/{org}/systems/{system_id}": n},
 //!   requestsByMethod: {"GET": n}, requestsTotal, faults}`, secrets in clear;
 //! - `POST /_emulator/reset-counters`;
 //! - `GET | PUT | DELETE /_emulator/faults` ([`Faults`]);
 //! - `POST /_emulator/projects` (a [`SeedProject`]);
 //! - `PUT /_emulator/token` `{"token": "..."}`: the API token accepted from then on;
 //! - `GET /_emulator/oauth2/authorize?state=&redirect_uri=`: 302 to the flow's
-//!   redirect URL with `code` and `state`.
+//!   redirect URL with `code` and `state`;
+//! - `GET /_emulator/oauth1/authorize?oauth_token=`: 302 to the OAuth 1.0 flow's
+//!   redirect URL with `oauth_token` and `oauth_verifier`.
 //!
-//! The emulator validates raw JSON itself (it does not share types with the
-//! client in `crate::versori`) so that both sides are checked against the
-//! contract independently.
+//! A project environment's connection templates and static connections are
+//! answered in one page (no paging parameters, `next` never set); the other
+//! lists page at 20. Secrets read back as `******`.
+//!
+//! The emulator validates raw JSON itself (it shares no types with the
+//! operator's client, `versori_operator::versori`, and does not depend on the
+//! operator at all) so that both sides are checked against the contract
+//! independently.
 
 mod api;
 mod error;

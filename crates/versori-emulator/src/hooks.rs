@@ -26,6 +26,7 @@ pub fn routes() -> Router<AppState> {
         .route("/_emulator/projects", post(add_project))
         .route("/_emulator/token", put(put_token))
         .route("/_emulator/oauth2/authorize", get(authorize))
+        .route("/_emulator/oauth1/authorize", get(authorize_oauth1))
 }
 
 /// Every object with secrets in clear, the request counters and the faults.
@@ -140,6 +141,39 @@ async fn authorize(State(app): State<AppState>, Q(q): Q) -> Result<Response, Api
         .append_pair("code", &code)
         .append_pair("state", &flow.state);
     flow.code = Some(code);
+    Ok((
+        StatusCode::FOUND,
+        [(header::LOCATION, location.to_string())],
+    )
+        .into_response())
+}
+
+/// The page an OAuth 1.0 authorize URL points to: the resource owner "approves" at once, and
+/// the browser goes back to the flow's redirect URL with the temporary `oauth_token` and a
+/// fresh `oauth_verifier`.
+async fn authorize_oauth1(State(app): State<AppState>, Q(q): Q) -> Result<Response, ApiError> {
+    let token = q
+        .get("oauth_token")
+        .ok_or_else(|| ApiError::field("oauth_token", "is required"))?;
+    let mut store = app.store();
+    let flow = store
+        .oauth1_flows
+        .iter_mut()
+        .find(|f| f.oauth_token == token)
+        .ok_or_else(|| {
+            ApiError::field(
+                "oauth_token",
+                "no OAuth 1.0 flow was initialised with this token",
+            )
+        })?;
+    let verifier = hex::encode(rand::random::<[u8; 16]>());
+    let mut location = url::Url::parse(&flow.redirect_url)
+        .map_err(|e| ApiError::internal(format!("stored redirect URL is invalid: {e}")))?;
+    location
+        .query_pairs_mut()
+        .append_pair("oauth_token", &flow.oauth_token)
+        .append_pair("oauth_verifier", &verifier);
+    flow.verifier = Some(verifier);
     Ok((
         StatusCode::FOUND,
         [(header::LOCATION, location.to_string())],

@@ -93,6 +93,27 @@ impl PageRequest {
     }
 }
 
+/// The paging parameters of the paged list calls.
+pub const PAGING_PARAMETERS: [&str; 3] = ["first", "after", "before"];
+
+/// For the list calls that take no paging parameters (a project environment's connection
+/// templates and static connections): they answer every item in one page, so a client that
+/// sends `first`, `after` or `before` expects paging that never happens. Refused (strict).
+pub fn no_paging(q: &Query) -> Result<(), ApiError> {
+    match PAGING_PARAMETERS.iter().find(|p| q.get(p).is_some()) {
+        None => Ok(()),
+        Some(p) => Err(ApiError::field(
+            *p,
+            "this list takes no paging parameters: it answers every item in one page",
+        )),
+    }
+}
+
+/// Every item in one page: `{totalCount, items}`, `next` and `prev` never set.
+pub fn whole(items: Vec<Value>) -> Value {
+    json!({ "totalCount": items.len(), "items": items })
+}
+
 /// One page of `items` (`(sequence, JSON)`, in creation order) as
 /// `{totalCount, next?, prev?, items}`.
 pub fn page(items: Vec<(u64, Value)>, req: PageRequest) -> Value {
@@ -165,6 +186,19 @@ mod tests {
         let back = page(items(5), req(2, None, back.get("prev")));
         assert_eq!(back["items"], json!([1, 2]));
         assert!(back.get("prev").is_none());
+    }
+
+    #[test]
+    fn unpaged_lists_answer_everything_and_refuse_paging() {
+        let all: Vec<Value> = (0..100).map(|i| json!(i)).collect();
+        let out = whole(all);
+        assert_eq!(out["totalCount"], 100);
+        assert_eq!(out["items"].as_array().map(Vec::len), Some(100));
+        assert!(out.get("next").is_none() && out.get("prev").is_none());
+        assert!(no_paging(&Query::parse(Some("env_id=x"))).is_ok());
+        for q in ["env_id=x&first=5", "after=a", "before="] {
+            assert!(no_paging(&Query::parse(Some(q))).is_err(), "{q}");
+        }
     }
 
     #[test]

@@ -5,10 +5,10 @@
 
 use serde_json::{Map, Value, json};
 
-use super::validate::{credential_member, scheme_id};
+use super::validate::{MEMBERLESS_ID, credential_member, scheme_id};
 
-/// What a redacted secret reads as.
-pub const MASK: &str = "********";
+/// What a redacted secret reads as: six asterisks, as the seed's listing shows.
+pub const MASK: &str = "******";
 
 #[derive(Debug, Clone)]
 pub struct Environment {
@@ -38,7 +38,6 @@ pub struct System {
 
 #[derive(Debug, Clone)]
 pub struct Template {
-    pub seq: u64,
     pub id: String,
     pub project_id: String,
     pub environment_id: String,
@@ -76,6 +75,20 @@ pub struct OAuthFlow {
     pub code: Option<String>,
 }
 
+/// An OAuth 1.0 authorization flow started by `oauth1/initialise`: the emulator plays the
+/// provider. `oauth_token` is the temporary credential in the authorize URL; the authorize page
+/// sets `verifier` and sends the browser back with both.
+#[derive(Debug, Clone)]
+pub struct OAuth1Flow {
+    pub state: String,
+    pub system_id: String,
+    /// The oauth1 scheme's `credentialId` the flow was started for.
+    pub credential_id: String,
+    pub redirect_url: String,
+    pub oauth_token: String,
+    pub verifier: Option<String>,
+}
+
 #[derive(Debug, Default)]
 pub struct Store {
     seq: u64,
@@ -84,6 +97,7 @@ pub struct Store {
     pub templates: Vec<Template>,
     pub connections: Vec<Connection>,
     pub oauth_flows: Vec<OAuthFlow>,
+    pub oauth1_flows: Vec<OAuth1Flow>,
 }
 
 impl Store {
@@ -128,7 +142,8 @@ fn mask(obj: &mut Value, key: &str) {
     }
 }
 
-/// Redacts the grant client secrets of an auth scheme config.
+/// Redacts the write-only parts of an auth scheme config: the oauth2 grants' client secrets
+/// and the oauth1 consumer secret.
 pub fn redact_scheme(cfg: &mut Value) {
     if let Some(grant) = cfg.pointer_mut("/oauth2/grant") {
         for member in ["authorizationCode", "clientCredentials", "password"] {
@@ -136,6 +151,9 @@ pub fn redact_scheme(cfg: &mut Value) {
                 mask(g, "clientSecret");
             }
         }
+    }
+    if let Some(oauth1) = cfg.get_mut("oauth1") {
+        mask(oauth1, "consumerSecret");
     }
 }
 
@@ -165,17 +183,8 @@ pub fn redact_connection_credential(cc: &mut Value) {
         "oauth2Code" => &["code"],
         "oauth2Token" => &["refreshToken", "accessToken"],
         "certificate" => &["key"],
-        "oauth1" | "oauth1Token" => {
-            // Fields unknown to the contract: redact every string.
-            if let Some(m) = data.as_object_mut() {
-                for v in m.values_mut() {
-                    if v.is_string() {
-                        *v = Value::String(MASK.to_owned());
-                    }
-                }
-            }
-            &[]
-        }
+        "oauth1" => &["oauthToken", "oauthVerifier"],
+        "oauth1Token" => &["token", "tokenSecret"],
         _ => &[],
     };
     for key in secrets {
@@ -186,6 +195,9 @@ pub fn redact_connection_credential(cc: &mut Value) {
 /// An auth scheme config as the API returns it (with `validationMessages`).
 pub fn render_scheme(cfg: &Value, redact: bool) -> Value {
     let mut out = cfg.clone();
+    if let Some(m) = out.as_object_mut() {
+        m.remove(MEMBERLESS_ID);
+    }
     if let Some(member) = out
         .get("type")
         .and_then(Value::as_str)
@@ -314,6 +326,14 @@ pub fn dump(store: &Store, organisation: &str) -> Value {
             "redirectUrl": f.redirect_url,
             "scopes": f.scopes,
             "code": f.code,
+        })).collect::<Vec<_>>(),
+        "oauth1Flows": store.oauth1_flows.iter().map(|f| json!({
+            "state": f.state,
+            "systemId": f.system_id,
+            "credentialId": f.credential_id,
+            "redirectUrl": f.redirect_url,
+            "oauthToken": f.oauth_token,
+            "oauthVerifier": f.verifier,
         })).collect::<Vec<_>>(),
     })
 }
