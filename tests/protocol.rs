@@ -525,3 +525,90 @@ async fn two_operators_with_disjoint_label_selectors_split_the_objects() {
         assert_eq!(count, 1, "one system sys{i}");
     }
 }
+
+#[tokio::test]
+async fn writes_never_land_on_a_same_named_resource_created_since() {
+    use kube::api::{DeleteParams, PostParams};
+    use versori_operator::controllers::Context;
+    use versori_operator::controllers::reconciler::{KubeOps, Ops};
+    use versori_operator::resources::System;
+
+    let world = World::start("uid-preconditions").await;
+    // No operator: the test plays a slow reconcile that still holds the old object.
+    let mut operators = world.operators;
+    for operator in &mut operators {
+        operator.terminate(Duration::from_secs(5));
+    }
+    let client = world.cluster.client().await;
+    let api: kube::Api<System> = kube::Api::namespaced(client.clone(), &world.namespace);
+    let manifest: System = serde_yaml::from_str(
+        "apiVersion: versori.com/v1alpha1\nkind: System\nmetadata: { name: reborn }\nspec:\n  domain: reborn.example\n  templateBaseUrl: https://reborn.example/\n",
+    )
+    .expect("a System");
+    let old = api
+        .create(&PostParams::default(), &manifest)
+        .await
+        .expect("create");
+    api.delete("reborn", &DeleteParams::default())
+        .await
+        .expect("delete");
+    let reborn = api
+        .create(&PostParams::default(), &manifest)
+        .await
+        .expect("create again");
+    assert_ne!(old.metadata.uid, reborn.metadata.uid);
+
+    let versori = versori_operator::versori::VersoriClient::new(
+        versori_operator::versori::ClientConfig::new(
+            world.emulator.base_url.parse().expect("URL"),
+            world.emulator.organisation.clone(),
+            world.emulator.token.clone().into(),
+        ),
+    )
+    .expect("client");
+    let ctx = Context::new(
+        client.clone(),
+        versori,
+        std::sync::Arc::new(versori_operator::metrics::Metrics::new()),
+        Duration::from_secs(60),
+        1,
+        None,
+    );
+    let ops = KubeOps::<System>::new(&ctx, &world.namespace);
+    let mut status = versori_operator::resources::SystemStatus {
+        id: Some("01KKBR46SH7JES8AZ14EEAK0CX".into()),
+        ..Default::default()
+    };
+    status.auth_scheme_ids = vec!["stale".into()];
+    let refused = ops.write_status(&old, &status).await;
+    assert!(
+        refused.as_ref().is_err_and(|e| e.is_write_conflict()),
+        "a status write for the old UID is refused: {refused:?}"
+    );
+    let marker = ops
+        .patch_metadata(
+            &old,
+            None,
+            json!({ "annotations": { "versori.com/created": "x/y" } }),
+        )
+        .await;
+    assert!(
+        marker.as_ref().is_err_and(|e| e.is_write_conflict()),
+        "a metadata patch for the old UID is refused: {marker:?}"
+    );
+    let now = api.get("reborn").await.expect("the new System");
+    assert!(now.status.is_none(), "the new System's status is untouched");
+    assert!(
+        !now.metadata
+            .annotations
+            .unwrap_or_default()
+            .contains_key("versori.com/created"),
+        "the new System's annotations are untouched"
+    );
+    // The same writes for the current UID go through.
+    ops.write_status(&reborn, &status)
+        .await
+        .expect("status for the current UID");
+    let now = api.get("reborn").await.expect("the new System");
+    assert_eq!(now.status.and_then(|s| s.id), status.id);
+}

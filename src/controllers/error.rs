@@ -95,6 +95,9 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    /// A request body could not be encoded (a bug).
+    #[error("could not encode a Kubernetes request: {0}")]
+    Encode(String),
     /// A watch was subscribed to after it started (a bug in the controllers' wiring).
     #[error("a shared watch was subscribed to after it started")]
     WatchNotShared,
@@ -137,7 +140,7 @@ impl Error {
                 Some(401 | 403) => Reason::VersoriUnauthorized,
                 _ => Reason::VersoriAPIError,
             },
-            Error::Kube { .. } | Error::NoNamespace | Error::WatchNotShared => {
+            Error::Kube { .. } | Error::NoNamespace | Error::WatchNotShared | Error::Encode(_) => {
                 Reason::KubernetesAPIError
             }
         }

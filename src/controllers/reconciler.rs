@@ -329,18 +329,22 @@ impl<K: Managed> Ops<K> for KubeOps<'_, K> {
     }
 
     async fn write_status(&self, obj: &K, status: &K::Status) -> Result<(), Error> {
-        let patch = serde_json::json!({
-            "apiVersion": K::api_version(&()),
-            "kind": K::kind(&()),
-            "status": status,
-        });
+        // A JSON patch whose first step tests the UID: the status subresource ignores every
+        // metadata field of a merge or apply body, so only a `test` can keep a slow reconcile
+        // from writing onto a same-named resource created since (it fails with 422). The whole
+        // status is the operator's, so it is replaced whole.
+        let patch: json_patch::Patch = serde_json::from_value(serde_json::json!([
+            { "op": "test", "path": "/metadata/uid", "value": obj.uid().unwrap_or_default() },
+            { "op": "add", "path": "/status", "value": status },
+        ]))
+        .map_err(|e| Error::Encode(e.to_string()))?;
+        let params = PatchParams {
+            field_manager: Some(MANAGER.to_owned()),
+            ..PatchParams::default()
+        };
         let written = self
             .api
-            .patch_status(
-                &obj.name_any(),
-                &PatchParams::apply(MANAGER).force(),
-                &Patch::Apply(&patch),
-            )
+            .patch_status(&obj.name_any(), &params, &Patch::Json::<()>(patch))
             .await
             .map_err(Error::kube("writing status"))?;
         self.ctx.wrote(&written);
