@@ -515,10 +515,13 @@ async fn apply<K: External, O: Ops<K>>(
     let old = obj.status().cloned().unwrap_or_default();
     let mut status = old.clone();
     let result = match sync(&rc, ops, &mut status).await {
-        Err(error @ Error::CreateInProgress { .. }) => {
-            // Another instance holds the attempt and writes what it finds: a status from here
-            // would race it (and flip its Ready back).
-            tracing::debug!(kind = K::KIND, name = %obj.name_any(), %error, "waiting for another instance's create");
+        // Another instance holds the attempt, or another writer changed the resource under this
+        // reconcile: that writer's status stands, and one from here would race it (and could
+        // flip its Ready back). The retry comes soon (see `requeue_after`).
+        Err(error)
+            if matches!(error, Error::CreateInProgress { .. }) || error.is_write_conflict() =>
+        {
+            tracing::debug!(kind = K::KIND, name = %obj.name_any(), %error, "another writer is ahead; trying again shortly");
             return Err(error);
         }
         other => other,
