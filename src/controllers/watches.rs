@@ -67,7 +67,7 @@ pub struct Readiness {
 }
 
 impl Readiness {
-    fn expect(&self, watches: usize) {
+    fn await_listings(&self, watches: usize) {
         self.pending.fetch_add(watches, Ordering::SeqCst);
     }
 
@@ -114,7 +114,7 @@ where
     ) -> Self {
         let (store, writer) = reflector::store_shared::<K>(SUBSCRIBER_BUFFER);
         let apis = scope.apis::<K>(client);
-        readiness.expect(apis.len());
+        readiness.await_listings(apis.len());
         let config = scope.config(own_kind);
         let merger = Merger::new(apis.len(), store.clone(), readiness.clone());
         let streams: Vec<_> = apis
@@ -479,7 +479,7 @@ mod tests {
     fn two_watches_make_one_store_and_a_relist_deletes_only_what_went() {
         let (store, mut writer) = reflector::store::<ConfigMap>();
         let readiness = Readiness::default();
-        readiness.expect(2);
+        readiness.await_listings(2);
         let merger = Merger::new(2, store.clone(), readiness.clone());
         let mut feed = |index, event| {
             let out = merger.event(index, event);
