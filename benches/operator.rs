@@ -271,7 +271,7 @@ fn concurrency() -> usize {
     std::env::var("VERSORI_OPERATOR_CONCURRENCY")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(8)
+        .unwrap_or(32)
 }
 
 /// The operator process: the bench's child running the versori-operator binary (the harness

@@ -69,7 +69,7 @@ pub struct RunArgs {
         long,
         env = "VERSORI_OPERATOR_CONCURRENCY",
         value_name = "N",
-        default_value_t = 8
+        default_value_t = 32
     )]
     pub concurrency: u16,
 
@@ -673,7 +673,7 @@ mod tests {
             token_file: None,
             watch_namespaces: Vec::new(),
             watch_label_selector: None,
-            concurrency: 8,
+            concurrency: 32,
             versori_max_in_flight: 16,
             resync_interval: DEFAULT_RESYNC_INTERVAL.to_owned(),
             metrics_addr: DEFAULT_METRICS_ADDR.to_owned(),
@@ -815,7 +815,7 @@ mod tests {
         assert_eq!(config.token.expose(), CANARY);
         assert_eq!(config.resync_interval, Duration::from_secs(300));
         assert_eq!(config.metrics_addr, "0.0.0.0:8080".parse().expect("addr"));
-        assert_eq!(config.concurrency, 8);
+        assert_eq!(config.concurrency, 32);
         assert_eq!(config.versori_max_in_flight, 16);
         assert!(config.watch_namespaces.is_empty());
         assert!(config.leader_election.is_none());
