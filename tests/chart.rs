@@ -441,8 +441,8 @@ fn rendering_follows_the_values() {
     let pod_security = &deployment["spec"]["template"]["spec"]["securityContext"];
     assert_eq!(pod_security["seccompProfile"]["type"], "RuntimeDefault");
     assert_eq!(container["resources"]["requests"]["cpu"], "50m");
-    assert_eq!(container["resources"]["requests"]["memory"], "64Mi");
-    assert_eq!(container["resources"]["limits"]["memory"], "128Mi");
+    assert_eq!(container["resources"]["requests"]["memory"], "128Mi");
+    assert_eq!(container["resources"]["limits"]["memory"], "256Mi");
     // Only the credential hash key Secret, and only the Role that reads it.
     let secrets = of_kind(&docs, "Secret");
     assert_eq!(secrets.len(), 1, "{secrets:?}");
