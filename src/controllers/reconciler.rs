@@ -485,13 +485,16 @@ fn requeue_after(error: &Error, ctx: &Context, key: &str) -> Duration {
     }
     let backoff = ctx.next_backoff(key);
     // While the organisation's token is refused, no call leaves and the breaker decides when
-    // to try again (soon enough to find a rotated token): its word, not this object's backoff.
-    if let Error::Versori {
-        source: crate::versori::ApiError::Unauthorized { .. },
-        ..
-    } = error
+    // to try again: its word, not this object's backoff, and never longer than the cap, so that
+    // a rotated token is found soon (a 401 answered to a call sent just before the rotation
+    // included: after a minute of refusals this object's own backoff would be a minute).
+    if let Error::Versori { source, .. } = error
+        && source.is_unauthorized()
     {
-        return error.retry_after().unwrap_or(backoff);
+        return error
+            .retry_after()
+            .unwrap_or(backoff)
+            .min(crate::versori::error::UNAUTHORIZED_RETRY_CAP);
     }
     error.retry_after().map_or(backoff, |r| r.max(backoff))
 }

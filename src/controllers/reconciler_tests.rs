@@ -1253,6 +1253,10 @@ async fn requeue_follows_the_error() {
     for _ in 0..8 {
         assert!(requeue_after(&refused, &ctx, "e") <= Duration::from_secs(15));
     }
+    // A 401 answered by Versori itself (a call sent just before the token was rotated): the
+    // same cap, however long this object has been failing.
+    let answered_401 = api_error(Fault::Status(401));
+    assert!(requeue_after(&answered_401, &ctx, "e") <= Duration::from_secs(15));
 }
 
 #[test]
