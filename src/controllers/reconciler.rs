@@ -753,16 +753,20 @@ async fn adopt_interrupted<K: External, O: Ops<K>>(
             .await;
             Ok(Some(observed))
         }
-        _ => Err(Error::Ambiguous {
-            what: K::WHAT,
-            name: describe_locator::<K>(locator),
-            ids: found
-                .iter()
-                .map(|o| K::id_of(o))
-                .collect::<Vec<_>>()
-                .join(", "),
-            field: K::ID_FIELD,
-        }),
+        _ => Err(ambiguous::<K>(locator, &found)),
+    }
+}
+
+fn ambiguous<K: External>(locator: &K::Locator, found: &[K::Observed]) -> Error {
+    Error::Ambiguous {
+        what: K::WHAT,
+        name: describe_locator::<K>(locator),
+        ids: found
+            .iter()
+            .map(|o| K::id_of(o))
+            .collect::<Vec<_>>()
+            .join(", "),
+        field: K::ID_FIELD,
     }
 }
 
@@ -812,23 +816,7 @@ async fn create<K: External, O: Ops<K>>(
         }
     }
     obj.before_create(rc, desired, status).await?;
-    let pending = Pending::new(
-        &rc.uid(),
-        &rc.ctx.attempter,
-        serde_json::to_value(&locator).unwrap_or_default(),
-    );
-    ops.patch_metadata(
-        obj,
-        obj.resource_version().as_deref(),
-        serde_json::json!({
-            "finalizers": finalizers_with(obj),
-            "annotations": {
-                CREATE_PENDING: pending.to_annotation(),
-                CREATED: serde_json::Value::Null,
-            },
-        }),
-    )
-    .await?;
+    claim_attempt(rc, ops, &locator, obj.resource_version().as_deref()).await?;
     let created = match tokio::time::timeout(ATTEMPT_TIMEOUT, obj.create(rc, desired)).await {
         Ok(Ok(created)) => created,
         Ok(Err(error)) if K::UNIQUE_NAMES && is_versori_conflict(&error) => {
@@ -858,6 +846,34 @@ async fn create<K: External, O: Ops<K>>(
     )
     .await;
     Ok(created)
+}
+
+/// Claims a create attempt: the pending marker and the finalizer in one write, on
+/// `resource_version` when given (of two writers, one gets a 409).
+async fn claim_attempt<K: External, O: Ops<K>>(
+    rc: &Reconciling<'_, K>,
+    ops: &O,
+    locator: &K::Locator,
+    resource_version: Option<&str>,
+) -> Result<(), Error> {
+    let pending = Pending::new(
+        &rc.uid(),
+        &rc.ctx.attempter,
+        serde_json::to_value(locator).unwrap_or_default(),
+    );
+    ops.patch_metadata(
+        rc.obj,
+        resource_version,
+        serde_json::json!({
+            "finalizers": finalizers_with(rc.obj),
+            "annotations": {
+                CREATE_PENDING: pending.to_annotation(),
+                CREATED: serde_json::Value::Null,
+            },
+        }),
+    )
+    .await
+    .map(|_| ())
 }
 
 fn is_versori_conflict(error: &Error) -> bool {
@@ -988,16 +1004,7 @@ async fn delete_external<K: External, O: Ops<K>>(
                 0 => return Ok(()),
                 1 => K::id_of(&found.swap_remove(0)).to_owned(),
                 _ => {
-                    return Err(Error::Ambiguous {
-                        what: K::WHAT,
-                        name: describe_locator::<K>(&locator),
-                        ids: found
-                            .iter()
-                            .map(|o| K::id_of(o))
-                            .collect::<Vec<_>>()
-                            .join(", "),
-                        field: K::ID_FIELD,
-                    });
+                    return Err(ambiguous::<K>(&locator, &found));
                 }
             }
         }
@@ -1026,26 +1033,12 @@ pub async fn create_outside_loop<K: External, O: Ops<K>, Fut>(
 where
     Fut: Future<Output = Result<K::Observed, Error>>,
 {
-    let obj = rc.obj;
-    let pending = Pending::new(
-        &rc.uid(),
-        &rc.ctx.attempter,
-        serde_json::to_value(locator).unwrap_or_default(),
-    );
     // No resourceVersion precondition: the caller has just written status (spending the
     // person's single-use state, which is what keeps a replay out), so the version it read is
     // already old. The UID still pins the write to this very resource.
-    ops.patch_metadata(
-        obj,
-        None,
-        serde_json::json!({
-            "finalizers": finalizers_with(obj),
-            "annotations": { CREATE_PENDING: pending.to_annotation(), CREATED: serde_json::Value::Null },
-        }),
-    )
-    .await?;
+    claim_attempt(rc, ops, locator, None).await?;
     let created = create().await?;
-    record_created(ops, obj, K::id_of(&created)).await?;
+    record_created(ops, rc.obj, K::id_of(&created)).await?;
     Ok(created)
 }
 
