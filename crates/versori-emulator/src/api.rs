@@ -17,12 +17,12 @@ use serde_json::{Map, Value, json};
 use super::error::{ApiError, FieldError};
 use super::page::{PageRequest, Query, no_paging, page, whole};
 use super::store::{
-    Connection, OAuth1Flow, OAuthFlow, Store, System, Template, now, render_connection,
-    render_project, render_scheme, render_system, render_template,
+    Connection, OAUTH1, OAUTH2_CLIENT, OAuth1Flow, OAuthFlow, SchemeCredential, Store, System,
+    Template, now, render_connection, render_project, render_scheme, render_system,
+    render_template,
 };
 use super::validate::{
-    self, GRANT_TYPES, V, auth_scheme_config, connection_credential, index, is_ulid, join,
-    new_ulid, scheme_id,
+    self, V, auth_scheme_config, connection_credential, index, is_ulid, join, new_ulid, scheme_id,
 };
 use super::{App, AppState};
 
@@ -224,111 +224,161 @@ async fn get_project(State(app): State<AppState>, p: Params) -> ApiResult {
 
 // ------------------------------------------------------------------- systems
 
-/// Settles the server-assigned parts of an oauth2 grant (credentialId,
-/// organisationId) against the config it replaces, if any: an unset
-/// credentialId gets a new one; a set one must be the one already stored, and
-/// the update merges into it (an absent clientId/clientSecret keeps the stored one).
-fn settle_grant(
-    cfg: &mut Value,
-    previous: Option<&Value>,
-    organisation: &str,
-    path: &str,
-) -> Result<(), FieldError> {
-    let Some(grant) = cfg.pointer_mut("/oauth2/grant") else {
-        return Ok(());
-    };
-    let grant_type = grant
-        .get("type")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned();
-    if grant_type == "clientCredentials" || !GRANT_TYPES.contains(&grant_type.as_str()) {
-        return Ok(());
-    }
-    let member_path = join(&join(path, "oauth2.grant"), &grant_type);
-    let Some(member) = grant.get_mut(&grant_type).and_then(Value::as_object_mut) else {
-        return Ok(());
-    };
-    let given = member
+/// Who a settled config belongs to: the owner of the credentials its upsert makes.
+struct Owner<'a> {
+    organisation: &'a str,
+    system_id: &'a str,
+}
+
+/// What an upsert of one config does to the credential store.
+enum CredentialWrite {
+    /// A new credential; the config now points at it (the one it pointed at before stays).
+    Create(SchemeCredential),
+    /// Keys to merge into the credential the config already points at (an absent key keeps
+    /// the stored value).
+    Merge {
+        id: String,
+        data: Map<String, Value>,
+    },
+}
+
+/// The `credentialId` a member carries, unset (absent, `""`, the zero ULID) as `None`.
+fn given_credential_id(member: &Map<String, Value>) -> Option<String> {
+    member
         .get("credentialId")
         .and_then(Value::as_str)
         .filter(|s| !s.is_empty() && *s != validate::ZERO_ULID)
-        .map(str::to_ascii_uppercase);
-    let old = previous
-        .and_then(|p| p.pointer(&format!("/oauth2/grant/{grant_type}")))
-        .and_then(Value::as_object);
-    match given {
-        None => {
-            member.insert("credentialId".to_owned(), Value::String(new_ulid()));
+        .map(str::to_ascii_uppercase)
+}
+
+/// Takes a member's write-only `keys` out of it (they live in the credential, not the config)
+/// and settles its `credentialId` against the config it replaces: unset makes a new
+/// credential holding whatever keys the body carries (possibly none); a set one must be the
+/// one `previous_id` names, and the keys merge into it. `organisationId` is server-assigned:
+/// dropped from the stored config (renderings take it from the credential).
+fn settle_member(
+    member: &mut Map<String, Value>,
+    previous_id: Option<&str>,
+    kind: &'static str,
+    keys: [&str; 2],
+    scheme: &str,
+    owner: &Owner<'_>,
+    field: String,
+) -> Result<CredentialWrite, FieldError> {
+    let given = given_credential_id(member);
+    let mut data = Map::new();
+    for key in keys {
+        if let Some(Value::String(v)) = member.remove(key) {
+            data.insert(key.to_owned(), Value::String(v));
         }
+    }
+    member.remove("organisationId");
+    let write = match given {
+        None => CredentialWrite::Create(SchemeCredential {
+            id: new_ulid(),
+            organisation_id: owner.organisation.to_owned(),
+            system_id: owner.system_id.to_owned(),
+            auth_scheme_config_id: scheme.to_owned(),
+            kind,
+            data,
+        }),
         Some(id) => {
-            let old_id = old
-                .and_then(|o| o.get("credentialId"))
-                .and_then(Value::as_str);
-            if old_id != Some(id.as_str()) {
+            if previous_id != Some(id.as_str()) {
                 return Err(FieldError::new(
-                    join(&member_path, "credentialId"),
+                    field,
                     "no such credential on this auth scheme config",
                 ));
             }
-            member.insert("credentialId".to_owned(), Value::String(id));
-            if let Some(old) = old {
-                for key in ["clientId", "clientSecret"] {
-                    if !member.contains_key(key)
-                        && let Some(v) = old.get(key)
-                    {
-                        member.insert(key.to_owned(), v.clone());
-                    }
+            CredentialWrite::Merge { id, data }
+        }
+    };
+    let id = match &write {
+        CredentialWrite::Create(c) => c.id.clone(),
+        CredentialWrite::Merge { id, .. } => id.clone(),
+    };
+    member.insert("credentialId".to_owned(), Value::String(id));
+    Ok(write)
+}
+
+/// Settles the credentials of a config against the one it replaces, if any: an oauth2
+/// `authorizationCode` or `password` grant's `clientId`/`clientSecret` ([`OAUTH2_CLIENT`])
+/// and an oauth1 scheme's `consumerKey`/`consumerSecret` ([`OAUTH1`]). The
+/// `clientCredentials` grant has no server-assigned credential (a secret sent there stays in
+/// the config, redacted on reads). Nothing is written: the caller applies the writes once
+/// every config of the request has settled.
+fn settle(
+    cfg: &mut Value,
+    previous: Option<&Value>,
+    owner: &Owner<'_>,
+    path: &str,
+) -> Result<Vec<CredentialWrite>, FieldError> {
+    let scheme = scheme_id(cfg).to_owned();
+    let mut writes = Vec::new();
+    if let Some(grant) = cfg
+        .pointer_mut("/oauth2/grant")
+        .and_then(Value::as_object_mut)
+    {
+        let grant_type = grant
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        if grant_type == "authorizationCode" || grant_type == "password" {
+            // A grant sent without its member still gets a (new, empty) credential.
+            let member = grant
+                .entry(grant_type.clone())
+                .or_insert_with(|| Value::Object(Map::new()));
+            if let Some(member) = member.as_object_mut() {
+                let previous_id = previous
+                    .and_then(|p| p.pointer(&format!("/oauth2/grant/{grant_type}/credentialId")))
+                    .and_then(Value::as_str);
+                let field = join(
+                    &join(&join(path, "oauth2.grant"), &grant_type),
+                    "credentialId",
+                );
+                writes.push(settle_member(
+                    member,
+                    previous_id,
+                    OAUTH2_CLIENT,
+                    ["clientId", "clientSecret"],
+                    &scheme,
+                    owner,
+                    field,
+                )?);
+            }
+        }
+    }
+    if let Some(member) = cfg.get_mut("oauth1").and_then(Value::as_object_mut) {
+        let previous_id = previous
+            .and_then(|p| p.pointer("/oauth1/credentialId"))
+            .and_then(Value::as_str);
+        let field = join(&join(path, "oauth1"), "credentialId");
+        writes.push(settle_member(
+            member,
+            previous_id,
+            OAUTH1,
+            ["consumerKey", "consumerSecret"],
+            &scheme,
+            owner,
+            field,
+        )?);
+    }
+    Ok(writes)
+}
+
+/// Applies settled writes: new credentials are added (old ones are never removed), merges
+/// replace the keys they carry.
+fn apply_credential_writes(store: &mut Store, writes: Vec<CredentialWrite>) {
+    for write in writes {
+        match write {
+            CredentialWrite::Create(credential) => store.scheme_credentials.push(credential),
+            CredentialWrite::Merge { id, data } => {
+                if let Some(credential) = store.scheme_credential_mut(&id) {
+                    credential.data.extend(data);
                 }
             }
         }
     }
-    member.insert(
-        "organisationId".to_owned(),
-        Value::String(organisation.to_owned()),
-    );
-    Ok(())
-}
-
-/// Settles the server-assigned `credentialId` of an oauth1 scheme (where Versori keeps the
-/// consumer secret): unset gets a new one; a set one must be the one already stored.
-fn settle_oauth1(cfg: &mut Value, previous: Option<&Value>, path: &str) -> Result<(), FieldError> {
-    let Some(member) = cfg.get_mut("oauth1").and_then(Value::as_object_mut) else {
-        return Ok(());
-    };
-    let given = member
-        .get("credentialId")
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty() && *s != validate::ZERO_ULID)
-        .map(str::to_ascii_uppercase);
-    let id = match given {
-        None => new_ulid(),
-        Some(id) => {
-            let old = previous
-                .and_then(|p| p.pointer("/oauth1/credentialId"))
-                .and_then(Value::as_str);
-            if old != Some(id.as_str()) {
-                return Err(FieldError::new(
-                    join(&join(path, "oauth1"), "credentialId"),
-                    "no such credential on this auth scheme config",
-                ));
-            }
-            id
-        }
-    };
-    member.insert("credentialId".to_owned(), Value::String(id));
-    Ok(())
-}
-
-/// Both server-assigned parts of a config: the oauth2 grant's and the oauth1 credential.
-fn settle(
-    cfg: &mut Value,
-    previous: Option<&Value>,
-    organisation: &str,
-    path: &str,
-) -> Result<(), FieldError> {
-    settle_grant(cfg, previous, organisation, path)?;
-    settle_oauth1(cfg, previous, path)
 }
 
 async fn create_system(State(app): State<AppState>, body: Body) -> ApiResult {
@@ -377,11 +427,18 @@ async fn create_system(State(app): State<AppState>, body: Body) -> ApiResult {
             "validation let a required field through",
         ));
     };
+    let id = new_ulid();
+    let owner = Owner {
+        organisation: &app.organisation,
+        system_id: &id,
+    };
     let mut settled = Vec::new();
+    let mut writes = Vec::new();
     let mut errors = Vec::new();
     for (path, mut cfg) in configs {
-        if let Err(e) = settle(&mut cfg, None, &app.organisation, &path) {
-            errors.push(e);
+        match settle(&mut cfg, None, &owner, &path) {
+            Ok(w) => writes.extend(w),
+            Err(e) => errors.push(e),
         }
         settled.push(cfg);
     }
@@ -389,19 +446,20 @@ async fn create_system(State(app): State<AppState>, body: Body) -> ApiResult {
         return Err(ApiError::validation(errors));
     }
     let mut store = app.store();
+    apply_credential_writes(&mut store, writes);
     // System names are NOT unique: the contract is silent and the real API
     // allows duplicates, so a client looking a system up by name must handle
     // several matches.
     let system = System {
         seq: store.next_seq(),
-        id: new_ulid(),
+        id,
         name,
         domain,
         template_base_url,
         labels,
         auth_scheme_configs: settled,
     };
-    let out = render_system(&system, &app.organisation, true);
+    let out = render_system(&system, &store, &app.organisation, true);
     store.systems.push(system);
     ok(StatusCode::CREATED, out)
 }
@@ -424,7 +482,7 @@ async fn list_systems(State(app): State<AppState>, Q(q): Q) -> ApiResult {
         .systems
         .iter()
         .filter(|s| s.name.to_lowercase().contains(&search))
-        .map(|s| (s.seq, render_system(s, &app.organisation, true)))
+        .map(|s| (s.seq, render_system(s, &store, &app.organisation, true)))
         .collect();
     ok(StatusCode::OK, page(items, req))
 }
@@ -435,7 +493,7 @@ async fn get_system(State(app): State<AppState>, p: Params) -> ApiResult {
     let system = store.system(&id).ok_or_else(|| system_not_found(&id))?;
     ok(
         StatusCode::OK,
-        render_system(system, &app.organisation, true),
+        render_system(system, &store, &app.organisation, true),
     )
 }
 
@@ -473,9 +531,10 @@ async fn update_system(State(app): State<AppState>, p: Params, body: Body) -> Ap
     if let Some(base_url) = base_url {
         system.template_base_url = base_url;
     }
+    let system = store.system(&id).ok_or_else(|| system_not_found(&id))?;
     ok(
         StatusCode::CREATED,
-        render_system(system, &app.organisation, true),
+        render_system(system, &store, &app.organisation, true),
     )
 }
 
@@ -497,6 +556,8 @@ async fn delete_system(State(app): State<AppState>, p: Params) -> ApiResult {
             users.join(", ")
         )));
     }
+    // Its auth scheme configs' credentials stay in the store (Versori does not
+    // garbage-collect them).
     store.systems.retain(|s| s.id != id);
     no_content()
 }
@@ -547,17 +608,29 @@ async fn upsert_auth_scheme(State(app): State<AppState>, p: Params, body: Body) 
         ));
     }
     let mut store = app.store();
+    let previous = store
+        .system(&system_id)
+        .ok_or_else(|| system_not_found(&system_id))?
+        .auth_scheme_configs
+        .iter()
+        .find(|c| scheme_id(c) == body_id)
+        .cloned();
+    let owner = Owner {
+        organisation: &app.organisation,
+        system_id: &system_id,
+    };
+    let writes = settle(&mut cfg, previous.as_ref(), &owner, "")
+        .map_err(|e| ApiError::validation(vec![e]))?;
+    apply_credential_writes(&mut store, writes);
+    let out = render_scheme(&cfg, &store, true);
     let system = store
         .system_mut(&system_id)
         .ok_or_else(|| system_not_found(&system_id))?;
-    let position = system
+    match system
         .auth_scheme_configs
-        .iter()
-        .position(|c| scheme_id(c) == body_id);
-    let previous = position.and_then(|i| system.auth_scheme_configs.get(i));
-    settle(&mut cfg, previous, &app.organisation, "").map_err(|e| ApiError::validation(vec![e]))?;
-    let out = render_scheme(&cfg, true);
-    match position.and_then(|i| system.auth_scheme_configs.get_mut(i)) {
+        .iter_mut()
+        .find(|c| scheme_id(c) == body_id)
+    {
         Some(slot) => *slot = cfg,
         None => system.auth_scheme_configs.push(cfg),
     }
@@ -592,6 +665,7 @@ async fn delete_auth_scheme(State(app): State<AppState>, p: Params) -> ApiResult
             users.join(", ")
         )));
     }
+    // Its credentials stay in the store (Versori does not garbage-collect them).
     if let Some(system) = store.system_mut(&system_id) {
         system
             .auth_scheme_configs

@@ -7,9 +7,19 @@
 //! `/_emulator/` and answer only loopback peers.
 //!
 //! Test hooks (no token, loopback peers only):
-//! - `GET /_emulator/state`: `{organisation, projects, systems, connectionTemplates,
-//!   connections, oauth2Flows, oauth1Flows, requests: {"GET /o/{org}/systems/{system_id}": n},
-//!   requestsByMethod: {"GET": n}, requestsTotal, faults}`, secrets in clear;
+//! - `GET /_emulator/state`: `{organisation, projects, systems, credentials,
+//!   connectionTemplates, connections, oauth2Flows, oauth1Flows,
+//!   requests: {"GET /o/{org}/systems/{system_id}": n}, requestsByMethod: {"GET": n},
+//!   requestsTotal, faults}`, secrets in clear. `credentials` are the auth scheme
+//!   configs' credentials, in creation order, never removed: `{id, organisationId, systemId,
+//!   authSchemeConfigId, type: "oauth2-client" | "oauth1", data: {clientId?, clientSecret?}
+//!   | {consumerKey?, consumerSecret?}}`. An upsert of a config without `credentialId` (absent,
+//!   `""` or the zero ULID) adds a new one holding just what the body carries and repoints
+//!   the config at it (the old one stays: a client that never sends `credentialId` piles
+//!   them up, and one that sends no secret leaves the config with none); with it, the body's
+//!   keys merge into the credential the config points at. A config's `clientSecret` /
+//!   `consumerSecret` (`******` on API reads) comes from its credential, absent when the
+//!   credential holds none;
 //! - `POST /_emulator/reset-counters`;
 //! - `GET | PUT | DELETE /_emulator/faults` ([`Faults`]);
 //! - `POST /_emulator/projects` (a [`SeedProject`]);

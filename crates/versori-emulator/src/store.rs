@@ -2,6 +2,12 @@
 //!
 //! Everything is stored in clear; the API renderings redact secrets, the
 //! `/_emulator/state` dump does not.
+//!
+//! The write-only parts of an auth scheme config (an oauth2 `authorizationCode` or
+//! `password` grant's `clientId`/`clientSecret`, an oauth1 scheme's
+//! `consumerKey`/`consumerSecret`) are not kept in the config: they live in a
+//! [`SchemeCredential`] the config points at by its `credentialId`, and every
+//! rendering fills them in from there.
 
 use serde_json::{Map, Value, json};
 
@@ -89,6 +95,49 @@ pub struct OAuth1Flow {
     pub verifier: Option<String>,
 }
 
+/// The type of a [`SchemeCredential`] holding an oauth2 grant's client ID and secret.
+pub const OAUTH2_CLIENT: &str = "oauth2-client";
+/// The type of a [`SchemeCredential`] holding an oauth1 scheme's consumer key and secret.
+pub const OAUTH1: &str = "oauth1";
+
+/// A credential Versori keeps for an auth scheme config's write-only secret (the one a
+/// config's server-assigned `credentialId` names).
+///
+/// `kind` (`type` in the state dump) is one of:
+/// - [`OAUTH2_CLIENT`] (`oauth2-client`): an oauth2 `authorizationCode` or `password`
+///   grant's `clientId` and `clientSecret`;
+/// - [`OAUTH1`] (`oauth1`): an oauth1 scheme's `consumerKey` and `consumerSecret`.
+///
+/// `data` holds those two keys flat, each only when it was ever sent (a credential made by an
+/// upsert that carried no secret holds none).
+///
+/// An upsert without `credentialId` makes a new credential and repoints the config at it;
+/// the old one stays in the store, as Versori does not garbage-collect it. Deleting a config
+/// or a system does not delete its credentials either.
+#[derive(Debug, Clone)]
+pub struct SchemeCredential {
+    pub id: String,
+    pub organisation_id: String,
+    /// The system and auth scheme config ID it was made for.
+    pub system_id: String,
+    pub auth_scheme_config_id: String,
+    pub kind: &'static str,
+    pub data: Map<String, Value>,
+}
+
+impl SchemeCredential {
+    pub fn render(&self) -> Value {
+        json!({
+            "id": self.id,
+            "organisationId": self.organisation_id,
+            "systemId": self.system_id,
+            "authSchemeConfigId": self.auth_scheme_config_id,
+            "type": self.kind,
+            "data": self.data,
+        })
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct Store {
     seq: u64,
@@ -98,6 +147,8 @@ pub struct Store {
     pub connections: Vec<Connection>,
     pub oauth_flows: Vec<OAuthFlow>,
     pub oauth1_flows: Vec<OAuth1Flow>,
+    /// The auth scheme configs' credentials, in creation order (never removed).
+    pub scheme_credentials: Vec<SchemeCredential>,
 }
 
 impl Store {
@@ -125,6 +176,14 @@ impl Store {
 
     pub fn connection(&self, id: &str) -> Option<&Connection> {
         self.connections.iter().find(|c| c.id == id)
+    }
+
+    pub fn scheme_credential(&self, id: &str) -> Option<&SchemeCredential> {
+        self.scheme_credentials.iter().find(|c| c.id == id)
+    }
+
+    pub fn scheme_credential_mut(&mut self, id: &str) -> Option<&mut SchemeCredential> {
+        self.scheme_credentials.iter_mut().find(|c| c.id == id)
     }
 }
 
@@ -192,9 +251,51 @@ pub fn redact_connection_credential(cc: &mut Value) {
     }
 }
 
-/// An auth scheme config as the API returns it (with `validationMessages`).
-pub fn render_scheme(cfg: &Value, redact: bool) -> Value {
+/// Fills a stored config's write-only parts in from the credentials its `credentialId`s name:
+/// the oauth2 grants' `clientId`, `clientSecret` and `organisationId`, the oauth1 scheme's
+/// `consumerKey` and `consumerSecret`, each only when the credential holds it.
+fn fill_from_credentials(cfg: &mut Value, store: &Store) {
+    if let Some(grant) = cfg
+        .pointer_mut("/oauth2/grant")
+        .and_then(Value::as_object_mut)
+    {
+        for (key, member) in grant.iter_mut() {
+            if (key == "authorizationCode" || key == "password")
+                && let Some(m) = member.as_object_mut()
+            {
+                fill_member(m, store);
+            }
+        }
+    }
+    if let Some(m) = cfg.get_mut("oauth1").and_then(Value::as_object_mut) {
+        fill_member(m, store);
+    }
+}
+
+fn fill_member(member: &mut Map<String, Value>, store: &Store) {
+    let Some(credential) = member
+        .get("credentialId")
+        .and_then(Value::as_str)
+        .and_then(|id| store.scheme_credential(id))
+    else {
+        return;
+    };
+    for (key, value) in &credential.data {
+        member.insert(key.clone(), value.clone());
+    }
+    if credential.kind == OAUTH2_CLIENT {
+        member.insert(
+            "organisationId".to_owned(),
+            Value::String(credential.organisation_id.clone()),
+        );
+    }
+}
+
+/// An auth scheme config as the API returns it (with `validationMessages`), its write-only
+/// parts filled in from the store's credentials.
+pub fn render_scheme(cfg: &Value, store: &Store, redact: bool) -> Value {
     let mut out = cfg.clone();
+    fill_from_credentials(&mut out, store);
     if let Some(m) = out.as_object_mut() {
         m.remove(MEMBERLESS_ID);
     }
@@ -223,14 +324,14 @@ pub fn render_project(p: &Project, organisation: &str) -> Value {
     })
 }
 
-pub fn render_system(s: &System, organisation: &str, redact: bool) -> Value {
+pub fn render_system(s: &System, store: &Store, organisation: &str, redact: bool) -> Value {
     let mut out = json!({
         "id": s.id,
         "name": s.name,
         "domain": s.domain,
         "templateBaseUrl": s.template_base_url,
         "organisationId": organisation,
-        "authSchemeConfigs": s.auth_scheme_configs.iter().map(|c| render_scheme(c, redact)).collect::<Vec<_>>(),
+        "authSchemeConfigs": s.auth_scheme_configs.iter().map(|c| render_scheme(c, store, redact)).collect::<Vec<_>>(),
     });
     if let Some(labels) = &s.labels {
         out["labels"] = Value::Object(labels.clone());
@@ -249,7 +350,7 @@ pub fn render_template(t: &Template, store: &Store, redact: bool) -> Value {
                 .auth_scheme_configs
                 .iter()
                 .find(|c| scheme_id(c) == id)
-                .map(|c| render_scheme(c, redact))
+                .map(|c| render_scheme(c, store, redact))
         })
         .collect();
     json!({
@@ -295,7 +396,8 @@ pub fn dump(store: &Store, organisation: &str) -> Value {
     json!({
         "organisation": organisation,
         "projects": store.projects.iter().map(|p| render_project(p, organisation)).collect::<Vec<_>>(),
-        "systems": store.systems.iter().map(|s| render_system(s, organisation, false)).collect::<Vec<_>>(),
+        "systems": store.systems.iter().map(|s| render_system(s, store, organisation, false)).collect::<Vec<_>>(),
+        "credentials": store.scheme_credentials.iter().map(SchemeCredential::render).collect::<Vec<_>>(),
         "connectionTemplates": store.templates.iter().map(|t| json!({
             "id": t.id,
             "projectId": t.project_id,

@@ -894,6 +894,394 @@ async fn oauth2_secrets_and_flow() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
 }
 
+fn oauth2_code_with(grant: Value) -> Value {
+    let mut cfg = oauth2_code("oauth2-code");
+    cfg["oauth2"]["grant"]["authorizationCode"] = grant;
+    cfg
+}
+
+fn oauth1(id: &str, consumer_secret: Option<&str>) -> Value {
+    let mut cfg = json!({"type": "oauth1", "oauth1": {
+        "id": id, "description": "", "consumerKey": "ck", "signatureMethod": "sha256",
+        "tokenAuth": true
+    }});
+    if let Some(secret) = consumer_secret {
+        cfg["oauth1"]["consumerSecret"] = json!(secret);
+    }
+    cfg
+}
+
+impl Emu {
+    /// The auth scheme configs' credentials in `/_emulator/state`.
+    async fn scheme_credentials(&self) -> Vec<Value> {
+        self.state().await["credentials"]
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+
+    async fn upsert(&self, system: &str, scheme: &str, cfg: Value) -> Value {
+        let (status, body) = self
+            .put(
+                &format!("/systems/{system}/auth-scheme-configs/{scheme}"),
+                cfg,
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body
+    }
+}
+
+/// Create a system with an authorizationCode grant: one credential, holding its client ID and secret.
+async fn code_system(emu: &Emu) -> (String, String) {
+    let system = emu
+        .system("oauth", json!([oauth2_code("oauth2-code")]))
+        .await;
+    let sid = system["id"].as_str().unwrap().to_owned();
+    let credential_id =
+        system["authSchemeConfigs"][0]["oauth2"]["grant"]["authorizationCode"]["credentialId"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+    assert_eq!(
+        emu.scheme_credentials().await,
+        [json!({
+            "id": credential_id, "organisationId": ORG, "systemId": sid,
+            "authSchemeConfigId": "oauth2-code", "type": "oauth2-client",
+            "data": {"clientId": "cid", "clientSecret": "grant-secret"},
+        })]
+    );
+    (sid, credential_id)
+}
+
+fn code_grant(state_or_readback: &Value) -> &Value {
+    &state_or_readback["authSchemeConfigs"][0]["oauth2"]["grant"]["authorizationCode"]
+}
+
+#[tokio::test]
+async fn upserts_without_credential_id_pile_up_credentials() {
+    let emu = start().await;
+    let (sid, first) = code_system(&emu).await;
+    let mut ids = vec![first];
+    for i in 0..10 {
+        let out = emu
+            .upsert(
+                &sid,
+                "oauth2-code",
+                oauth2_code_with(json!({"clientId": "cid", "clientSecret": format!("secret-{i}")})),
+            )
+            .await;
+        let grant = &out["oauth2"]["grant"]["authorizationCode"];
+        assert_eq!(grant["clientSecret"], store::MASK);
+        assert_eq!(grant["organisationId"], ORG);
+        ids.push(grant["credentialId"].as_str().unwrap().to_owned());
+    }
+    let credentials = emu.scheme_credentials().await;
+    assert_eq!(credentials.len(), 11);
+    let distinct: std::collections::HashSet<_> = ids.iter().collect();
+    assert_eq!(distinct.len(), 11);
+    for (i, credential) in credentials.iter().enumerate() {
+        let secret = match i {
+            0 => "grant-secret".to_owned(),
+            i => format!("secret-{}", i - 1),
+        };
+        assert_eq!(
+            credential,
+            &json!({
+                "id": ids[i], "organisationId": ORG, "systemId": sid,
+                "authSchemeConfigId": "oauth2-code", "type": "oauth2-client",
+                "data": {"clientId": "cid", "clientSecret": secret},
+            })
+        );
+    }
+    // The scheme points at the last one.
+    let (_, system) = emu.get(&format!("/systems/{sid}")).await;
+    assert_eq!(code_grant(&system)["credentialId"], ids[10].as_str());
+    assert_eq!(code_grant(&system)["clientSecret"], store::MASK);
+    let state = emu.state().await;
+    assert_eq!(
+        code_grant(&state["systems"][0])["credentialId"],
+        ids[10].as_str()
+    );
+    assert_eq!(code_grant(&state["systems"][0])["clientSecret"], "secret-9");
+}
+
+#[tokio::test]
+async fn upserts_with_credential_id_merge_into_one_credential() {
+    let emu = start().await;
+    let (sid, credential_id) = code_system(&emu).await;
+    for i in 0..10 {
+        let (_, system) = emu.get(&format!("/systems/{sid}")).await;
+        let read_back = code_grant(&system)["credentialId"].clone();
+        assert_eq!(read_back, credential_id.as_str());
+        let out = emu
+            .upsert(
+                &sid,
+                "oauth2-code",
+                oauth2_code_with(json!({
+                    "clientId": "cid", "clientSecret": format!("secret-{i}"), "credentialId": read_back,
+                })),
+            )
+            .await;
+        assert_eq!(
+            out["oauth2"]["grant"]["authorizationCode"]["credentialId"],
+            credential_id.as_str()
+        );
+    }
+    assert_eq!(
+        emu.scheme_credentials().await,
+        [json!({
+            "id": credential_id, "organisationId": ORG, "systemId": sid,
+            "authSchemeConfigId": "oauth2-code", "type": "oauth2-client",
+            "data": {"clientId": "cid", "clientSecret": "secret-9"},
+        })]
+    );
+    let state = emu.state().await;
+    assert_eq!(code_grant(&state["systems"][0])["clientSecret"], "secret-9");
+}
+
+#[tokio::test]
+async fn an_upsert_with_credential_id_and_no_secret_keeps_the_secret() {
+    let emu = start().await;
+    let (sid, credential_id) = code_system(&emu).await;
+    let (status, template) = emu.link(&sid, "oauth", PROD, false).await;
+    assert_eq!(status, StatusCode::OK, "{template}");
+    let out = emu
+        .upsert(
+            &sid,
+            "oauth2-code",
+            oauth2_code_with(json!({"clientId": "cid", "credentialId": credential_id})),
+        )
+        .await;
+    assert_eq!(
+        out["oauth2"]["grant"]["authorizationCode"]["clientSecret"],
+        store::MASK
+    );
+    let (_, system) = emu.get(&format!("/systems/{sid}")).await;
+    assert_eq!(
+        code_grant(&system),
+        &json!({
+            "clientId": "cid", "clientSecret": store::MASK,
+            "credentialId": credential_id, "organisationId": ORG,
+        })
+    );
+    let (_, templates) = emu
+        .get(&format!(
+            "/projects/{PROJECT}/connection-templates?env_id={PROD}"
+        ))
+        .await;
+    assert_eq!(
+        code_grant(&templates["items"][0])["clientSecret"],
+        store::MASK
+    );
+    let credentials = emu.scheme_credentials().await;
+    assert_eq!(credentials.len(), 1);
+    assert_eq!(credentials[0]["id"], credential_id.as_str());
+    assert_eq!(
+        credentials[0]["data"],
+        json!({"clientId": "cid", "clientSecret": "grant-secret"})
+    );
+}
+
+#[tokio::test]
+async fn an_upsert_without_credential_id_or_secret_loses_the_secret() {
+    let emu = start().await;
+    let (sid, first) = code_system(&emu).await;
+    let (status, template) = emu.link(&sid, "oauth", PROD, false).await;
+    assert_eq!(status, StatusCode::OK, "{template}");
+    let out = emu
+        .upsert(
+            &sid,
+            "oauth2-code",
+            oauth2_code_with(json!({"clientId": "cid"})),
+        )
+        .await;
+    let second = out["oauth2"]["grant"]["authorizationCode"]["credentialId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_ne!(second, first);
+    let (_, system) = emu.get(&format!("/systems/{sid}")).await;
+    assert_eq!(
+        code_grant(&system),
+        &json!({"clientId": "cid", "credentialId": second, "organisationId": ORG})
+    );
+    let (_, templates) = emu
+        .get(&format!(
+            "/projects/{PROJECT}/connection-templates?env_id={PROD}"
+        ))
+        .await;
+    assert!(
+        code_grant(&templates["items"][0])
+            .get("clientSecret")
+            .is_none()
+    );
+    let state = emu.state().await;
+    assert!(
+        code_grant(&state["systems"][0])
+            .get("clientSecret")
+            .is_none()
+    );
+    assert_eq!(
+        emu.scheme_credentials().await,
+        [
+            json!({
+                "id": first, "organisationId": ORG, "systemId": sid,
+                "authSchemeConfigId": "oauth2-code", "type": "oauth2-client",
+                "data": {"clientId": "cid", "clientSecret": "grant-secret"},
+            }),
+            json!({
+                "id": second, "organisationId": ORG, "systemId": sid,
+                "authSchemeConfigId": "oauth2-code", "type": "oauth2-client",
+                "data": {"clientId": "cid"},
+            }),
+        ]
+    );
+
+    // A grant sent without its member gets a new, empty credential; so does a password grant.
+    let mut bare = oauth2_code("oauth2-code");
+    bare["oauth2"]["grant"] = json!({"type": "authorizationCode"});
+    let out = emu.upsert(&sid, "oauth2-code", bare).await;
+    let third = &out["oauth2"]["grant"]["authorizationCode"];
+    assert_eq!(
+        third.as_object().unwrap().keys().collect::<Vec<_>>(),
+        ["credentialId", "organisationId"]
+    );
+    let mut password = oauth2_code("oauth2-password");
+    password["oauth2"]["grant"] =
+        json!({"type": "password", "password": {"clientSecret": "pw-secret"}});
+    emu.upsert(&sid, "oauth2-password", password).await;
+    let credentials = emu.scheme_credentials().await;
+    assert_eq!(credentials.len(), 4);
+    assert_eq!(credentials[2]["id"], third["credentialId"]);
+    assert_eq!(credentials[2]["data"], json!({}));
+    assert_eq!(
+        (
+            &credentials[3]["authSchemeConfigId"],
+            &credentials[3]["type"],
+            &credentials[3]["data"]
+        ),
+        (
+            &json!("oauth2-password"),
+            &json!("oauth2-client"),
+            &json!({"clientSecret": "pw-secret"})
+        )
+    );
+
+    // Deleting the system leaves its credentials behind.
+    assert_eq!(
+        emu.delete(&format!(
+            "/projects/{PROJECT}/connection-templates/{}",
+            template["connectionTemplateId"].as_str().unwrap()
+        ))
+        .await
+        .0,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        emu.delete(&format!("/systems/{sid}")).await.0,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(emu.scheme_credentials().await.len(), 4);
+}
+
+#[tokio::test]
+async fn oauth1_consumer_secrets_live_in_credentials() {
+    let emu = start().await;
+    let system = emu
+        .system("oauth1", json!([oauth1("oauth1", Some("cs-0"))]))
+        .await;
+    let sid = system["id"].as_str().unwrap().to_owned();
+    let scheme = &system["authSchemeConfigs"][0]["oauth1"];
+    assert_eq!(scheme["consumerSecret"], store::MASK);
+    assert_eq!(scheme["consumerKey"], "ck");
+    assert!(scheme.get("organisationId").is_none());
+    let first = scheme["credentialId"].as_str().unwrap().to_owned();
+    let credential = |id: &str, secret: &str| {
+        json!({
+            "id": id, "organisationId": ORG, "systemId": sid,
+            "authSchemeConfigId": "oauth1", "type": "oauth1",
+            "data": {"consumerKey": "ck", "consumerSecret": secret},
+        })
+    };
+    assert_eq!(emu.scheme_credentials().await, [credential(&first, "cs-0")]);
+
+    // Without credentialId: a new credential each time, the old ones kept.
+    let mut ids = vec![first];
+    for i in 1..=10 {
+        let out = emu
+            .upsert(&sid, "oauth1", oauth1("oauth1", Some(&format!("cs-{i}"))))
+            .await;
+        assert_eq!(out["oauth1"]["consumerSecret"], store::MASK);
+        ids.push(out["oauth1"]["credentialId"].as_str().unwrap().to_owned());
+    }
+    let expected: Vec<Value> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| credential(id, &format!("cs-{i}")))
+        .collect();
+    assert_eq!(emu.scheme_credentials().await, expected);
+    let last = ids[10].clone();
+
+    // With it: merged into the one the scheme points at.
+    for i in 11..=20 {
+        let mut cfg = oauth1("oauth1", Some(&format!("cs-{i}")));
+        cfg["oauth1"]["credentialId"] = json!(last);
+        let out = emu.upsert(&sid, "oauth1", cfg).await;
+        assert_eq!(out["oauth1"]["credentialId"], last.as_str());
+    }
+    let credentials = emu.scheme_credentials().await;
+    assert_eq!(credentials.len(), 11);
+    assert_eq!(credentials[10], credential(&last, "cs-20"));
+    let state = emu.state().await;
+    let stored = &state["systems"][0]["authSchemeConfigs"][0]["oauth1"];
+    assert_eq!(
+        (&stored["credentialId"], &stored["consumerSecret"]),
+        (&json!(last), &json!("cs-20"))
+    );
+
+    // consumerSecret is required (the contract marks it so) with or without credentialId: an
+    // upsert without it is refused and changes nothing.
+    for credential_id in [None, Some(last.clone())] {
+        let mut cfg = oauth1("oauth1", None);
+        if let Some(id) = credential_id {
+            cfg["oauth1"]["credentialId"] = json!(id);
+        }
+        let (status, body) = emu
+            .put(&format!("/systems/{sid}/auth-scheme-configs/oauth1"), cfg)
+            .await;
+        assert_eq!(
+            (status, fields(&body)),
+            (
+                StatusCode::BAD_REQUEST,
+                vec!["oauth1.consumerSecret".to_owned()]
+            )
+        );
+    }
+    let credentials = emu.scheme_credentials().await;
+    assert_eq!(credentials.len(), 11);
+    assert_eq!(credentials[10], credential(&last, "cs-20"));
+    let (_, system) = emu.get(&format!("/systems/{sid}")).await;
+    assert_eq!(
+        system["authSchemeConfigs"][0]["oauth1"]["credentialId"],
+        last.as_str()
+    );
+    // Another scheme's credential is not this one's.
+    let mut cfg = oauth1("oauth1", Some("cs-x"));
+    cfg["oauth1"]["credentialId"] = json!(ids[0]);
+    let (status, body) = emu
+        .put(&format!("/systems/{sid}/auth-scheme-configs/oauth1"), cfg)
+        .await;
+    assert_eq!(
+        (status, fields(&body)),
+        (
+            StatusCode::BAD_REQUEST,
+            vec!["oauth1.credentialId".to_owned()]
+        )
+    );
+    assert_eq!(emu.scheme_credentials().await.len(), 11);
+}
+
 #[tokio::test]
 async fn pagination() {
     let emu = start().await;
