@@ -22,7 +22,7 @@ use crate::controllers::{
 };
 use crate::leader::{self, LeaderError};
 use crate::metrics::Metrics;
-use crate::resources::{Connection, ProjectSystem, System};
+use crate::resources::{ClusterVersoriConfig, Connection, ProjectSystem, System, VersoriConfig};
 use crate::server::{self, Health};
 use crate::versori::{ClientConfig, VersoriClient};
 
@@ -126,6 +126,27 @@ where
 }
 
 /// Runs the operator until SIGTERM/SIGINT (or, with leader election, until leadership is lost).
+/// The same check for a cluster-scoped kind.
+async fn check_cluster_listable<K>(client: &Client) -> Result<(), RunError>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::ClusterResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::all(client.clone());
+    match api.list(&ListParams::default().limit(1)).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Err(RunError::CrdsNotInstalled),
+        Err(kube::Error::Api(status)) if status.code == 403 => Err(RunError::Forbidden {
+            resource: format!("{}.{}", K::plural(&()), K::group(&())),
+            scope: "in the cluster".to_owned(),
+            message: status.message.replace(['\n', '\r'], " "),
+        }),
+        Err(other) => Err(RunError::KubeUnreachable(kube_error_message(&other))),
+    }
+}
+
 pub async fn run(config: OperatorConfig) -> Result<(), RunError> {
     info!(
         api_url = %config.api_url,
@@ -214,6 +235,9 @@ async fn run_with_endpoint(
         config.watch_label_selector.as_deref(),
     )
     .await?;
+
+    check_listable::<VersoriConfig>(&client, &config.watch_namespaces, None).await?;
+    check_cluster_listable::<ClusterVersoriConfig>(&client).await?;
 
     let hash_key =
         load_or_create_hash_key(client.clone(), &config.namespace, &config.hash_key_secret)

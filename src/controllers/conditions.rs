@@ -37,6 +37,8 @@ pub enum Reason {
     ReconcileSuccess,
     /// Another attempt to create the Versori object is in flight (another operator instance).
     CreateInProgress,
+    /// The `versori.com/paused: "true"` annotation holds every write to Versori.
+    Paused,
     // Waiting for another resource or a person
     /// The System named in `spec.systemRef` is missing or not Ready.
     WaitingForSystem,
@@ -66,6 +68,16 @@ pub enum Reason {
     EnvironmentNotFound,
     /// Versori has no system with `spec.systemId`.
     SystemNotFound,
+    /// The `VersoriConfig` or `ClusterVersoriConfig` named by `spec.configRef` does not exist.
+    ConfigNotFound,
+    /// A Versori config cannot be used (its token Secret is empty, its URL is no URL).
+    ConfigUnusable,
+    /// A dependency is managed in another Versori organisation than this resource.
+    DependencyInOtherOrganisation,
+    /// The resource's Versori object lives in another organisation than its config now names.
+    OrganisationChanged,
+    /// An observed (`managementPolicy: Observe`) object does not exist in Versori.
+    ObservedNotFound,
     /// `spec.externalId` does not fit the template (dynamic or static).
     ExternalIdMismatch,
     /// The operator cannot build a credential for the template's auth scheme.
@@ -127,7 +139,7 @@ impl Reason {
             | VersoriRateLimited
             | VersoriAPIError
             | KubernetesAPIError => Health::Progressing,
-            AuthorizationRequired => Health::Suspended,
+            AuthorizationRequired | Paused => Health::Suspended,
             SecretNotFound
             | InvalidSecret
             | SecretTypeRefused
@@ -138,6 +150,11 @@ impl Reason {
             | ProjectNotFound
             | EnvironmentNotFound
             | SystemNotFound
+            | ConfigNotFound
+            | ConfigUnusable
+            | DependencyInOtherOrganisation
+            | OrganisationChanged
+            | ObservedNotFound
             | ExternalIdMismatch
             | UnsupportedAuthScheme
             | AlreadyExists

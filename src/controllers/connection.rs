@@ -13,9 +13,11 @@ use super::error::Error;
 use super::listings::environment_key;
 use super::reconciler::{self, External, KubeOps, Managed, Reconciling};
 use super::secrets::{CredentialHashKey, SecretReader, hash_secrets};
+use super::versori_config::users_of;
 use super::watches::{RefIndex, outside_shard};
 use super::{Shutdown, Watches};
-use crate::resources::common::{CommonStatus, DeletionPolicy};
+use crate::resources::common::{CommonStatus, ConfigRef, DeletionPolicy, ManagementPolicy};
+use crate::resources::{ClusterVersoriConfig, VersoriConfig};
 use crate::resources::{Connection, ConnectionStatus, Credentials, ProjectSystem};
 use crate::versori::SecretValue;
 use crate::versori::models::{self as api, CredentialType};
@@ -33,8 +35,16 @@ impl Managed for Connection {
         &mut status.common
     }
 
-    fn deletion_policy(&self) -> DeletionPolicy {
-        self.spec.deletion_policy.unwrap_or_default()
+    fn deletion_policy(&self) -> Option<DeletionPolicy> {
+        self.spec.deletion_policy
+    }
+
+    fn config_ref(&self) -> Option<&ConfigRef> {
+        self.spec.config_ref.as_ref()
+    }
+
+    fn management_policy(&self) -> ManagementPolicy {
+        self.spec.management_policy.unwrap_or_default()
     }
 }
 
@@ -119,10 +129,10 @@ impl External for Connection {
     async fn get(
         &self,
         rc: &Reconciling<'_, Self>,
-        _desired: &DesiredConnection,
+        _locator: &ConnectionLocator,
         id: &str,
     ) -> Result<Option<api::Connection>, Error> {
-        match rc.ctx.versori.get_connection(id).await {
+        match rc.versori().get_connection(id).await {
             Ok(connection) => Ok(Some(connection)),
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(Error::versori("reading the Versori connection")(e)),
@@ -135,8 +145,7 @@ impl External for Connection {
         locator: &ConnectionLocator,
     ) -> Result<Vec<api::Connection>, Error> {
         Ok(rc
-            .ctx
-            .versori
+            .versori()
             .list_connections(Some(&locator.system_id), None)
             .await
             .map_err(Error::versori("looking up the Versori connection by name"))?
@@ -147,6 +156,37 @@ impl External for Connection {
 
     fn id_of(observed: &api::Connection) -> &str {
         &observed.id
+    }
+
+    async fn observe_locator(
+        &self,
+        rc: &Reconciling<'_, Self>,
+    ) -> Result<ConnectionLocator, Error> {
+        let template = resolve_template(self, rc).await?;
+        Ok(ConnectionLocator {
+            name: self.versori_name(),
+            system_id: template.system_id,
+        })
+    }
+
+    fn record_observed(
+        &self,
+        locator: &ConnectionLocator,
+        observed: &api::Connection,
+        status: &mut ConnectionStatus,
+    ) -> String {
+        status.id = Some(observed.id.clone());
+        status.connection_template_id = observed.connection_template_id.clone();
+        status.system_id = Some(locator.system_id.clone());
+        status.credential_type = observed
+            .credentials
+            .first()
+            .and_then(|c| c.credential.as_ref())
+            .map(|c| c.type_.as_str().to_owned());
+        format!(
+            "observed Versori connection {:?} with ID {} (managementPolicy: Observe)",
+            observed.name, observed.id
+        )
     }
 
     async fn before_create(
@@ -178,7 +218,7 @@ impl External for Connection {
                     .into(),
             ));
         };
-        let versori = &rc.ctx.versori;
+        let versori = rc.versori();
         let config = template_config(rc, &desired.template).await?;
         versori
             .create_connection(&api::EnvSystemConnectionCreate {
@@ -224,12 +264,12 @@ impl External for Connection {
         rc: &Reconciling<'_, Self>,
         desired: &DesiredConnection,
         observed: api::Connection,
-        status: &ConnectionStatus,
+        status: &mut ConnectionStatus,
     ) -> Result<(api::Connection, String), Error> {
         let Wanted::Send { credential, hash } = &desired.credential else {
             return Ok((observed, String::new()));
         };
-        let versori = &rc.ctx.versori;
+        let versori = rc.versori();
         let config = template_config(rc, &desired.template).await?;
         versori
             .update_connection(
@@ -283,7 +323,7 @@ impl External for Connection {
     }
 
     async fn delete(&self, rc: &Reconciling<'_, Self>, id: &str) -> Result<(), Error> {
-        match rc.ctx.versori.delete_connection(id).await {
+        match rc.versori().delete_connection(id).await {
             Ok(()) => Ok(()),
             Err(e) if e.is_not_found() => Ok(()),
             Err(e) => Err(Error::versori("deleting the Versori connection")(e)),
@@ -363,6 +403,8 @@ async fn resolve_template(
             "ProjectSystem {name:?} does not exist in this namespace yet"
         ))
     })?;
+    rc.same_organisation("ProjectSystem", name, ps.spec.config_ref.as_ref())
+        .await?;
     let status = ps.status.clone().unwrap_or_default();
     let ready = conditions::is_ready(&status.common);
     match (
@@ -392,7 +434,10 @@ async fn template_config(
     rc: &Reconciling<'_, Connection>,
     template: &Template,
 ) -> Result<Option<api::AuthSchemeConfig>, Error> {
-    let key = environment_key(&template.project_id, &template.environment_id);
+    let key = rc.listing_key(&environment_key(
+        &template.project_id,
+        &template.environment_id,
+    ));
     for fresh in [false, true] {
         if fresh {
             rc.ctx.templates.invalidate(&key);
@@ -401,8 +446,7 @@ async fn template_config(
             .ctx
             .templates
             .get(&key, || {
-                rc.ctx
-                    .versori
+                rc.versori()
                     .list_connection_templates(&template.project_id, &template.environment_id)
             })
             .await
@@ -886,8 +930,7 @@ async fn start_authorization(
         None => {
             let answer = match flow {
                 Flow::OAuth2 => rc
-                    .ctx
-                    .versori
+                    .versori()
                     .initialise_oauth2(
                         &template.system_id,
                         &api::InitialiseOAuth2ConnectionRequest {
@@ -907,14 +950,13 @@ async fn start_authorization(
                             reason: Reason::UnsupportedAuthScheme,
                             message: "the template's oauth1 auth scheme has no credentialId in Versori, so no OAuth 1.0 authorization can start".into(),
                         })?;
-                    rc.ctx
-                        .versori
+                    rc.versori()
                         .initialise_oauth1(
                             &template.system_id,
                             &api::InitialiseOAuth1ConnectionRequest {
                                 credential: api::CredentialRef {
                                     id: credential_id,
-                                    organisation_id: rc.ctx.versori.organisation().to_owned(),
+                                    organisation_id: rc.versori().organisation().to_owned(),
                                 },
                                 redirect_url: oauth2.redirect_url.clone(),
                             },
@@ -1001,7 +1043,7 @@ pub async fn complete_authorization(
     redirect_url: &str,
 ) -> Result<String, Error> {
     let credential = api::Credential::new(
-        rc.ctx.versori.organisation(),
+        rc.versori().organisation(),
         CredentialType::OAuth2Code,
         Some(api::CredentialData {
             oauth2_code: Some(api::OAuth2CodeCredential {
@@ -1035,7 +1077,7 @@ pub async fn complete_oauth1_authorization(
             message: "the pending OAuth 1.0 authorization URL carries no state".into(),
         })?;
     let credential = api::Credential::oauth1(
-        rc.ctx.versori.organisation(),
+        rc.versori().organisation(),
         state,
         oauth_token,
         oauth_verifier,
@@ -1051,7 +1093,7 @@ async fn complete_with(
     let credential_type = credential.type_;
     let template = resolve_template(obj, rc).await?;
     let config = template_config(rc, &template).await?;
-    let versori = &rc.ctx.versori;
+    let versori = rc.versori();
     let scheme = config.unwrap_or_else(api::AuthSchemeConfig::bypass);
     let name = obj.versori_name();
     let ops = KubeOps::<Connection>::new(rc.ctx, &rc.namespace);
@@ -1114,6 +1156,7 @@ pub fn controller(
         follow_secrets(c);
     }));
     let (live, live_too) = (store.clone(), store.clone());
+    let users = store.clone();
     let controller = Controller::for_shared_stream(trigger, store)
         .with_config(Config::default().concurrency(ctx.concurrency))
         .watches_shared_stream(watches.project_systems.subscribe()?, move |ps| {
@@ -1136,6 +1179,14 @@ pub fn controller(
                 .filter(|c| live_too.get(c).is_some())
                 .collect::<Vec<_>>()
         })
+        .watches_shared_stream(
+            watches.configs.subscribe()?,
+            users_of::<Connection, VersoriConfig>(users.clone()),
+        )
+        .watches_shared_stream(
+            watches.cluster_configs.subscribe()?,
+            users_of::<Connection, ClusterVersoriConfig>(users),
+        )
         .graceful_shutdown_on(shutdown)
         .run(
             reconciler::reconcile::<Connection>,

@@ -13,6 +13,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use super::OAuth2Settings;
 use super::listings::Listings;
 use super::marker::Attempter;
+use super::organisations::Organisations;
 use super::secrets::SecretSettings;
 use super::watches::Readiness;
 use crate::metrics::Metrics;
@@ -30,8 +31,9 @@ pub const MANAGER: &str = "versori-operator";
 pub struct Context {
     /// Kubernetes client.
     pub client: kube::Client,
-    /// Versori client (with its own cap on requests in flight).
-    pub versori: VersoriClient,
+    /// The Versori clients: the operator's own, and one per `VersoriConfig` in use (each with
+    /// its own cap on requests in flight and 401 breaker).
+    pub organisations: Organisations,
     /// Publishes Kubernetes events: one recorder, so that its de-duplication cache is shared,
     /// replaced by a fresh one every [`RECORDER_CACHE_BOUND`] events (its cache keeps every
     /// event for six minutes, which at 10,000 creates is megabytes).
@@ -99,8 +101,12 @@ impl Context {
             attempter: Attempter::new(instance),
             recorder: Mutex::new((Recorder::new(client.clone(), reporter.clone()), 0)),
             reporter,
+            organisations: Organisations::new(
+                versori,
+                client.clone(),
+                SecretSettings::default().policy,
+            ),
             client,
-            versori,
             metrics,
             resync_interval,
             oauth2,
@@ -168,6 +174,12 @@ impl Context {
 
     /// Sets the Secret policy and the credential hash key.
     pub fn with_secret_settings(mut self, settings: SecretSettings) -> Self {
+        // Config token Secrets are read under the same policy as every other Secret.
+        self.organisations = Organisations::new(
+            self.organisations.default_client().clone(),
+            self.client.clone(),
+            settings.policy.clone(),
+        );
         self.secret_settings = settings;
         self
     }

@@ -78,6 +78,21 @@ pub enum Error {
         id: String,
         field: &'static str,
     },
+    /// The Versori config a resource uses cannot be used.
+    #[error("{config} cannot be used: {message}")]
+    ConfigUnusable { config: String, message: String },
+    /// The token Secret of a Versori config cannot be read.
+    #[error("the token of {config}: {source}")]
+    ConfigToken {
+        config: String,
+        #[source]
+        source: Box<Error>,
+    },
+    /// An observed object was not found in Versori.
+    #[error(
+        "managementPolicy is Observe and Versori has no {what} {how}: the operator only looks, so create it in Versori (or set managementPolicy: Manage)"
+    )]
+    ObservedNotFound { what: &'static str, how: String },
     /// Versori refused to delete the object because others still use it.
     #[error("{0}")]
     InUse(String),
@@ -134,6 +149,9 @@ impl Error {
             Error::Ambiguous { .. } => Reason::AmbiguousName,
             Error::AdoptTargetNotFound { .. } => Reason::AdoptTargetNotFound,
             Error::InUse(_) => Reason::InUse,
+            Error::ConfigUnusable { .. } => Reason::ConfigUnusable,
+            Error::ConfigToken { source, .. } => source.reason(),
+            Error::ObservedNotFound { .. } => Reason::ObservedNotFound,
             Error::Versori { source, .. } => match source.status() {
                 Some(429) => Reason::VersoriRateLimited,
                 Some(400 | 422) => Reason::VersoriRejected,
@@ -163,6 +181,9 @@ impl Error {
                 | Error::AlreadyExists { .. }
                 | Error::Ambiguous { .. }
                 | Error::AdoptTargetNotFound { .. }
+                | Error::ConfigUnusable { .. }
+                | Error::ConfigToken { .. }
+                | Error::ObservedNotFound { .. }
         )
     }
 

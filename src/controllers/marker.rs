@@ -20,9 +20,9 @@ use serde::{Deserialize, Serialize};
 pub const CREATE_PENDING: &str = "versori.com/create-pending";
 /// Annotation of the Versori ID an attempt created.
 pub const CREATED: &str = "versori.com/created";
-/// Every annotation the operator writes starts with this; changes to them never trigger a
-/// reconcile (the primary watch filters them).
-pub const OWN_PREFIX: &str = "versori.com/";
+/// The annotations the operator writes: changes to them never trigger a reconcile (the primary
+/// watch filters them). `versori.com/paused` is a person's, and does.
+pub const OWN_ANNOTATIONS: [&str; 2] = [CREATE_PENDING, CREATED];
 
 /// The longest one create attempt may take, from the marker to the POST's answer (the wait for
 /// a Versori request slot included): the loop gives up on the POST after it.

@@ -10,10 +10,12 @@ pub mod events;
 pub mod listings;
 pub mod marker;
 pub mod oauth2_callback;
+pub mod organisations;
 pub mod project_system;
 pub mod reconciler;
 pub mod secrets;
 pub mod system;
+pub mod versori_config;
 pub mod watches;
 
 use std::future::Future;
@@ -28,7 +30,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::core::PartialObjectMeta;
 use watches::{Readiness, SharedWatch, WatchScope};
 
-use crate::resources::{Connection, ProjectSystem, System};
+use crate::resources::{ClusterVersoriConfig, Connection, ProjectSystem, System, VersoriConfig};
 pub use error::Error;
 
 use crate::metrics::Metrics;
@@ -73,6 +75,10 @@ pub struct Watches {
     pub connections: SharedWatch<Connection>,
     /// Secrets, as metadata only: their values are read when a reconcile needs them.
     pub secrets: SharedWatch<PartialObjectMeta<Secret>>,
+    /// VersoriConfigs (every shard's: not limited by the label selector).
+    pub configs: SharedWatch<VersoriConfig>,
+    /// ClusterVersoriConfigs.
+    pub cluster_configs: SharedWatch<ClusterVersoriConfig>,
 }
 
 /// Runs the three controllers until `shutdown` resolves, then lets in-flight reconciles finish.
@@ -107,7 +113,13 @@ pub async fn run_controllers(
         project_systems: SharedWatch::new(&client, &scope, true, &readiness, "ProjectSystem"),
         connections: SharedWatch::new(&client, &scope, true, &readiness, "Connection"),
         secrets: SharedWatch::new(&client, &scope, false, &readiness, "Secret"),
+        configs: SharedWatch::new(&client, &scope, false, &readiness, "VersoriConfig"),
+        cluster_configs: SharedWatch::cluster(&client, &readiness, "ClusterVersoriConfig"),
     };
+    ctx.organisations.use_stores(organisations::ConfigStores {
+        namespaced: watches.configs.store.clone(),
+        cluster: watches.cluster_configs.store.clone(),
+    });
     ctx.use_stores(Stores {
         systems: watches.systems.store.clone(),
         project_systems: watches.project_systems.store.clone(),
@@ -119,18 +131,38 @@ pub async fn run_controllers(
         system::controller(&watches, ctx.clone(), shutdown.clone())?.boxed(),
         project_system::controller(&watches, ctx.clone(), shutdown.clone())?.boxed(),
         connection::controller(&watches, ctx.clone(), shutdown.clone())?.boxed(),
+        versori_config::controller(
+            watches.configs.store.clone(),
+            watches.configs.subscribe()?,
+            &watches,
+            ctx.clone(),
+            shutdown.clone(),
+        )?
+        .boxed(),
+        versori_config::controller(
+            watches.cluster_configs.store.clone(),
+            watches.cluster_configs.subscribe()?,
+            &watches,
+            ctx.clone(),
+            shutdown.clone(),
+        )?
+        .boxed(),
     ];
     let Watches {
         systems,
         project_systems,
         connections,
         secrets,
+        configs,
+        cluster_configs,
     } = watches;
     let feeds = futures::stream::select_all([
         futures::StreamExt::boxed(systems.run()),
         futures::StreamExt::boxed(project_systems.run()),
         futures::StreamExt::boxed(connections.run()),
         futures::StreamExt::boxed(secrets.run()),
+        futures::StreamExt::boxed(configs.run()),
+        futures::StreamExt::boxed(cluster_configs.run()),
     ]);
     let feeds = futures::StreamExt::take_until(feeds, shutdown.clone());
     let feeds = futures::StreamExt::for_each(feeds, |()| std::future::ready(()));

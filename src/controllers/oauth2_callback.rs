@@ -263,7 +263,17 @@ async fn callback(
     let Some(redirect_url) = cb.ctx.oauth2.as_ref().map(|o| o.redirect_url.clone()) else {
         return not_found().await;
     };
-    let rc = Reconciling::new(&cb.ctx, &connection, &namespace);
+    let rc = match Reconciling::connect(&cb.ctx, &connection, &namespace).await {
+        Ok(rc) => rc,
+        Err(error) => {
+            tracing::warn!(namespace, name, %error, "the Connection's Versori config cannot be used");
+            return page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Try again",
+                "The operator cannot reach this Connection's Versori organisation just now. Nothing was changed; reload this page to retry.",
+            );
+        }
+    };
     let completed = match returned {
         Returned::OAuth2 { code, state } => {
             complete_authorization(

@@ -13,9 +13,11 @@ use super::context::Context;
 use super::error::Error;
 use super::listings::environment_key;
 use super::reconciler::{self, External, Managed, Reconciling};
+use super::versori_config::users_of;
 use super::watches::{RefIndex, outside_shard};
 use super::{Shutdown, Watches};
-use crate::resources::common::{CommonStatus, DeletionPolicy};
+use crate::resources::common::{CommonStatus, ConfigRef, DeletionPolicy, ManagementPolicy};
+use crate::resources::{ClusterVersoriConfig, VersoriConfig};
 use crate::resources::{ProjectSystem, ProjectSystemStatus, System};
 use crate::versori::models as api;
 use serde::{Deserialize, Serialize};
@@ -32,8 +34,16 @@ impl Managed for ProjectSystem {
         &mut status.common
     }
 
-    fn deletion_policy(&self) -> DeletionPolicy {
-        self.spec.deletion_policy.unwrap_or_default()
+    fn deletion_policy(&self) -> Option<DeletionPolicy> {
+        self.spec.deletion_policy
+    }
+
+    fn config_ref(&self) -> Option<&ConfigRef> {
+        self.spec.config_ref.as_ref()
+    }
+
+    fn management_policy(&self) -> ManagementPolicy {
+        self.spec.management_policy.unwrap_or_default()
     }
 }
 
@@ -117,13 +127,13 @@ impl External for ProjectSystem {
     async fn get(
         &self,
         rc: &Reconciling<'_, Self>,
-        desired: &DesiredTemplate,
+        locator: &TemplateLocator,
         id: &str,
     ) -> Result<Option<api::ConnectionTemplate>, Error> {
         // Versori has no GET of one template: it is read from its environment's listing, and
         // read anew before it is taken as gone.
         for fresh in [false, true] {
-            let templates = list_templates(self, rc, &desired.environment_id, fresh).await?;
+            let templates = list_templates(self, rc, &locator.environment_id, fresh).await?;
             if let Some(template) = templates.iter().find(|t| t.connection_template_id == id) {
                 return Ok(Some(template.clone()));
             }
@@ -158,14 +168,43 @@ impl External for ProjectSystem {
         &observed.connection_template_id
     }
 
+    async fn observe_locator(&self, rc: &Reconciling<'_, Self>) -> Result<TemplateLocator, Error> {
+        let (system_id, _) = resolve_system(self, rc).await?;
+        let status = self.status.clone().unwrap_or_default();
+        Ok(TemplateLocator {
+            name: self.template_name(),
+            environment_id: resolve_environment(self, rc, &status).await?,
+            system_id,
+        })
+    }
+
+    fn record_observed(
+        &self,
+        locator: &TemplateLocator,
+        template: &api::ConnectionTemplate,
+        status: &mut ProjectSystemStatus,
+    ) -> String {
+        let desired = DesiredTemplate {
+            name: template.name.clone(),
+            system_id: locator.system_id.clone(),
+            environment_id: locator.environment_id.clone(),
+            dynamic: template.dynamic,
+            schemes: status.auth_scheme_config_ids.clone(),
+        };
+        self.record(&desired, template, status);
+        format!(
+            "observed connection template {} in environment {:?} of project {} (managementPolicy: Observe)",
+            template.connection_template_id, self.spec.environment, self.spec.project_id
+        )
+    }
+
     async fn create(
         &self,
         rc: &Reconciling<'_, Self>,
         desired: &DesiredTemplate,
     ) -> Result<api::ConnectionTemplate, Error> {
         changed_templates(self, rc, &desired.environment_id);
-        rc.ctx
-            .versori
+        rc.versori()
             .link_system(
                 &self.spec.project_id,
                 &api::LinkSystem {
@@ -193,13 +232,12 @@ impl External for ProjectSystem {
         rc: &Reconciling<'_, Self>,
         desired: &DesiredTemplate,
         observed: api::ConnectionTemplate,
-        status: &ProjectSystemStatus,
+        status: &mut ProjectSystemStatus,
     ) -> Result<(api::ConnectionTemplate, String), Error> {
         let update = template_update(desired, &observed, status);
         changed_templates(self, rc, &desired.environment_id);
         let updated = rc
-            .ctx
-            .versori
+            .versori()
             .update_connection_template(
                 &self.spec.project_id,
                 &observed.connection_template_id,
@@ -254,9 +292,7 @@ impl External for ProjectSystem {
         {
             changed_templates(self, rc, environment_id);
         }
-        match rc
-            .ctx
-            .versori
+        match rc.versori()
             .delete_connection_template(&self.spec.project_id, id)
             .await
         {
@@ -278,15 +314,14 @@ async fn list_templates(
     environment_id: &str,
     fresh: bool,
 ) -> Result<Arc<Vec<api::ConnectionTemplate>>, Error> {
-    let key = environment_key(&obj.spec.project_id, environment_id);
+    let key = rc.listing_key(&environment_key(&obj.spec.project_id, environment_id));
     if fresh {
         rc.ctx.templates.invalidate(&key);
     }
     rc.ctx
         .templates
         .get(&key, || {
-            rc.ctx
-                .versori
+            rc.versori()
                 .list_connection_templates(&obj.spec.project_id, environment_id)
         })
         .await
@@ -303,7 +338,7 @@ fn changed_templates(
 ) {
     rc.ctx
         .templates
-        .invalidate(&environment_key(&obj.spec.project_id, environment_id));
+        .invalidate(&rc.listing_key(&environment_key(&obj.spec.project_id, environment_id)));
 }
 
 /// What differs between the template and the spec.
@@ -381,6 +416,8 @@ async fn resolve_system(
                 reference.name
             ),
         })?;
+        rc.same_organisation("System", &reference.name, system.spec.config_ref.as_ref())
+            .await?;
         let status = system.status.as_ref();
         let ready = status.is_some_and(|s| conditions::is_ready(&s.common));
         return match status.and_then(|s| s.id.clone()) {
@@ -400,7 +437,7 @@ async fn resolve_system(
         };
     }
     let id = obj.spec.system_id.clone().unwrap_or_default();
-    let system = rc.ctx.versori.get_system(&id).await.map_err(|e| {
+    let system = rc.versori().get_system(&id).await.map_err(|e| {
         if e.is_not_found() {
             Error::Unsatisfiable {
                 reason: Reason::SystemNotFound,
@@ -429,11 +466,12 @@ async fn resolve_environment(
         return Ok(id.clone());
     }
     // Shared by the project's ProjectSystems: N links to one project read it once.
+    let project_key = rc.listing_key(&obj.spec.project_id);
     let project = rc
         .ctx
         .projects
-        .get(&obj.spec.project_id, || {
-            rc.ctx.versori.get_project(&obj.spec.project_id)
+        .get(&project_key, || {
+            rc.versori().get_project(&obj.spec.project_id)
         })
         .await
         .map_err(|e| {
@@ -450,7 +488,7 @@ async fn resolve_environment(
         Some(environment) => Ok(environment.id.clone()),
         None => Err({
             // The environment may be made next: read the project anew then.
-            rc.ctx.projects.invalidate(&obj.spec.project_id);
+            rc.ctx.projects.invalidate(&project_key);
             Error::Unsatisfiable {
                 reason: Reason::EnvironmentNotFound,
                 message: format!(
@@ -483,6 +521,7 @@ pub fn controller(
     let trigger = reconciler::own_changes(watches.project_systems.subscribe()?.inspect(follow));
     let live = store.clone();
     let deleting = store.clone();
+    let users = store.clone();
     let controller = Controller::for_shared_stream(trigger, store)
         .with_config(Config::default().concurrency(ctx.concurrency))
         .watches_shared_stream(watches.systems.subscribe()?, move |system| {
@@ -506,6 +545,14 @@ pub fn controller(
                 .filter(|ps| ps.metadata.deletion_timestamp.is_some())
                 .map(|_| key)
         })
+        .watches_shared_stream(
+            watches.configs.subscribe()?,
+            users_of::<ProjectSystem, VersoriConfig>(users.clone()),
+        )
+        .watches_shared_stream(
+            watches.cluster_configs.subscribe()?,
+            users_of::<ProjectSystem, ClusterVersoriConfig>(users),
+        )
         .graceful_shutdown_on(shutdown)
         .run(
             reconciler::reconcile::<ProjectSystem>,

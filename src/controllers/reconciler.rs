@@ -38,11 +38,25 @@ use super::conditions::{self, READY, Reason, SYNCED};
 use super::context::{Context, MANAGER};
 use super::error::Error;
 use super::marker::{self, ATTEMPT_TIMEOUT, CREATE_PENDING, CREATED, Pending, Record};
+use super::organisations::Organisation;
 use super::secrets::SecretReader;
-use crate::resources::common::{CommonStatus, DeletionPolicy};
+use crate::resources::common::{CommonStatus, ConfigRef, DeletionPolicy, ManagementPolicy};
+use crate::versori::VersoriClient;
 
 /// The finalizer every kind carries while its Versori object may exist.
 pub const FINALIZER: &str = "versori.com/finalizer";
+
+/// The annotation that holds every write to Versori while it is `"true"` (Crossplane's
+/// `crossplane.io/paused`).
+pub const PAUSED: &str = "versori.com/paused";
+
+/// What `Synced` says of a paused resource.
+const PAUSED_MESSAGE: &str = "the versori.com/paused annotation is \"true\": nothing is written to Versori for this resource; remove the annotation to apply what the spec holds";
+
+/// Whether the resource is paused.
+pub fn is_paused<K: Resource>(obj: &K) -> bool {
+    obj.annotations().get(PAUSED).is_some_and(|v| v == "true")
+}
 
 /// How soon a reconcile whose write lost a race (409/422) runs again: long enough for the
 /// watch to bring the winner's version, too short to be a backoff.
@@ -82,9 +96,10 @@ impl Scope {
 }
 
 /// What of a resource, when it changes, calls for a reconcile: the spec (its generation), the
-/// deletion, and annotations other than the operator's own. Status writes, the create marker
-/// and the finalizer are the operator's own writes: waking on them would cut short the backoff
-/// a failing object was given (and cost a reconcile round per write).
+/// deletion, and annotations other than the operator's own (the pause annotation is a person's,
+/// so it counts). Status writes, the create marker and the finalizer are the operator's own
+/// writes: waking on them would cut short the backoff a failing object was given (and cost a
+/// reconcile round per write).
 pub fn wakes_reconcile<K: Resource>(object: &K) -> Option<u64> {
     let meta = object.meta();
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
@@ -92,7 +107,7 @@ pub fn wakes_reconcile<K: Resource>(object: &K) -> Option<u64> {
     meta.generation.hash(&mut hasher);
     meta.deletion_timestamp.is_some().hash(&mut hasher);
     for (key, value) in meta.annotations.iter().flatten() {
-        if !key.starts_with(marker::OWN_PREFIX) {
+        if !marker::OWN_ANNOTATIONS.contains(&key.as_str()) {
             (key, value).hash(&mut hasher);
         }
     }
@@ -138,8 +153,19 @@ pub trait Managed:
     /// The conditions and observed generation inside a status.
     fn common(status: &mut Self::Status) -> &mut CommonStatus;
 
-    /// What happens to the Versori object on delete.
-    fn deletion_policy(&self) -> DeletionPolicy;
+    /// The deletion policy the spec sets, if any (the loop supplies the default: see
+    /// [`DeletionPolicy::effective`]).
+    fn deletion_policy(&self) -> Option<DeletionPolicy>;
+
+    /// The Versori config the spec names, if any.
+    fn config_ref(&self) -> Option<&ConfigRef> {
+        None
+    }
+
+    /// What the operator may do to the Versori object.
+    fn management_policy(&self) -> ManagementPolicy {
+        ManagementPolicy::Manage
+    }
 }
 
 /// A kind's mapping to its Versori object (Crossplane's `ExternalClient`): everything the loop
@@ -178,13 +204,29 @@ pub trait External: Managed {
     /// The locator of what `desired` would create.
     fn locator(desired: &Self::Desired) -> Self::Locator;
 
-    /// The object with this ID, or `None` if Versori has none.
+    /// The object with this ID, or `None` if Versori has none (`locator`: where to look).
     fn get(
         &self,
         rc: &Reconciling<'_, Self>,
-        desired: &Self::Desired,
+        locator: &Self::Locator,
         id: &str,
     ) -> impl Future<Output = Result<Option<Self::Observed>, Error>> + Send;
+
+    /// Observe-only (`managementPolicy: Observe`): where the object would be, without reading
+    /// Secrets or anything else only a write needs.
+    fn observe_locator(
+        &self,
+        rc: &Reconciling<'_, Self>,
+    ) -> impl Future<Output = Result<Self::Locator, Error>> + Send;
+
+    /// Observe-only: records what status keeps of the object as found; returns the `Ready`
+    /// message.
+    fn record_observed(
+        &self,
+        locator: &Self::Locator,
+        observed: &Self::Observed,
+        status: &mut Self::Status,
+    ) -> String;
 
     /// The objects the locator names (by name; the kind drops those that are surely not this
     /// resource's, or refuses with `AlreadyExists`).
@@ -225,12 +267,13 @@ pub trait External: Managed {
     ) -> bool;
 
     /// Brings the object in line; returns it as it now is and what changed, for the event.
+    /// It may note in status what it did (the auth schemes it created, say).
     fn update(
         &self,
         rc: &Reconciling<'_, Self>,
         desired: &Self::Desired,
         observed: Self::Observed,
-        status: &Self::Status,
+        status: &mut Self::Status,
     ) -> impl Future<Output = Result<(Self::Observed, String), Error>> + Send;
 
     /// Records what status keeps of the object; returns the `Ready` message.
@@ -370,7 +413,8 @@ impl<K: Managed> Ops<K> for KubeOps<'_, K> {
     }
 }
 
-/// One reconcile of one object: the object and the shared context.
+/// One reconcile of one object: the object, the organisation it is managed in, and the shared
+/// context.
 pub struct Reconciling<'a, K: Managed> {
     /// Shared context.
     pub ctx: &'a Context,
@@ -378,15 +422,64 @@ pub struct Reconciling<'a, K: Managed> {
     pub obj: &'a K,
     /// The object's namespace.
     pub namespace: String,
+    /// The Versori organisation (and client) the object is managed in.
+    pub org: Organisation,
 }
 
 impl<'a, K: Managed> Reconciling<'a, K> {
-    /// A reconcile of `obj` in `namespace`.
-    pub fn new(ctx: &'a Context, obj: &'a K, namespace: &str) -> Self {
+    /// A reconcile of `obj` in `namespace`, in organisation `org`.
+    pub fn new(ctx: &'a Context, obj: &'a K, namespace: &str, org: Organisation) -> Self {
         Self {
             ctx,
             obj,
             namespace: namespace.to_owned(),
+            org,
+        }
+    }
+
+    /// A reconcile of `obj` in the organisation its config names.
+    pub async fn connect(ctx: &'a Context, obj: &'a K, namespace: &str) -> Result<Self, Error> {
+        let org = ctx
+            .organisations
+            .for_resource(namespace, obj.config_ref())
+            .await?;
+        Ok(Self::new(ctx, obj, namespace, org))
+    }
+
+    /// The organisation's Versori client.
+    pub fn versori(&self) -> &VersoriClient {
+        &self.org.client
+    }
+
+    /// A key of a listing shared across reconciles, kept apart per organisation.
+    pub fn listing_key(&self, key: &str) -> String {
+        format!("{}|{key}", self.org.scope())
+    }
+
+    /// Refuses a dependency managed in another organisation: its Versori IDs mean nothing in
+    /// this one.
+    pub async fn same_organisation(
+        &self,
+        what: &str,
+        name: &str,
+        dependency_config: Option<&ConfigRef>,
+    ) -> Result<(), Error> {
+        let theirs = self
+            .ctx
+            .organisations
+            .scope_of(&self.namespace, dependency_config)
+            .await;
+        match theirs {
+            Some(theirs) if theirs != self.org.scope() => Err(Error::Unsatisfiable {
+                reason: Reason::DependencyInOtherOrganisation,
+                message: format!(
+                    "{what} {name:?} is managed in another Versori organisation than this {} ({}, organisation {}): give both the same spec.configRef",
+                    K::KIND,
+                    self.org.describe(),
+                    self.org.client.organisation()
+                ),
+            }),
+            _ => Ok(()),
         }
     }
 
@@ -514,10 +607,24 @@ async fn apply<K: External, O: Ops<K>>(
     ops: &O,
     namespace: &str,
 ) -> Result<Action, Error> {
-    let rc = Reconciling::new(ctx, obj, namespace);
     let old = obj.status().cloned().unwrap_or_default();
+    if is_paused(obj) {
+        return hold(obj, ops, &old).await;
+    }
     let mut status = old.clone();
-    let result = match sync(&rc, ops, &mut status).await {
+    let mut config = None;
+    let outcome = async {
+        let rc = Reconciling::connect(ctx, obj, namespace).await?;
+        config = rc.org.config.as_ref().map(ToString::to_string);
+        check_organisation(&rc, &mut status)?;
+        let message = match obj.management_policy() {
+            ManagementPolicy::Manage => sync(&rc, ops, &mut status).await?,
+            ManagementPolicy::Observe => observe_only(&rc, &mut status).await?,
+        };
+        K::common(&mut status).organisation_id = Some(rc.org.client.organisation().to_owned());
+        Ok(message)
+    };
+    let result = match outcome.await {
         // Another instance holds the attempt, or another writer changed the resource under this
         // reconcile: that writer's status stands, and one from here would race it (and could
         // flip its Ready back). The retry comes soon (see `requeue_after`).
@@ -547,7 +654,12 @@ async fn apply<K: External, O: Ops<K>>(
             );
         }
         Err(error) => {
-            let message = error.to_string();
+            let message = match (&config, error.reason()) {
+                (Some(config), Reason::VersoriUnauthorized) => {
+                    format!("{error} (the token of {config})")
+                }
+                _ => error.to_string(),
+            };
             // Ready says what was last observed of Versori: a passing failure changes nothing
             // there when the object was Ready for this very spec.
             if !(error.is_transient() && conditions::ready_for(common, generation)) {
@@ -597,6 +709,91 @@ async fn apply<K: External, O: Ops<K>>(
             }
             Err(error)
         }
+    }
+}
+
+/// A paused resource: `Synced` says so, `Ready` keeps what was last observed, and nothing
+/// reaches Versori. Removing the annotation wakes the reconcile (it is not the operator's own).
+async fn hold<K: Managed, O: Ops<K>>(obj: &K, ops: &O, old: &K::Status) -> Result<Action, Error> {
+    let mut status = old.clone();
+    let generation = obj.meta().generation;
+    let common = K::common(&mut status);
+    conditions::set(
+        common,
+        SYNCED,
+        false,
+        Reason::Paused,
+        PAUSED_MESSAGE,
+        generation,
+    );
+    if status != *old {
+        ops.write_status(obj, &status).await?;
+        ops.event(
+            obj,
+            EventType::Normal,
+            Reason::Paused.as_str(),
+            "Pause",
+            PAUSED_MESSAGE.to_owned(),
+        )
+        .await;
+    }
+    Ok(Action::await_change())
+}
+
+/// Refuses to act in another organisation than the one the resource's object was found or
+/// made in: its recorded ID means nothing there, and the object would be made a second time.
+fn check_organisation<K: External>(
+    rc: &Reconciling<'_, K>,
+    status: &mut K::Status,
+) -> Result<(), Error> {
+    let now = rc.org.client.organisation();
+    let recorded_id = K::recorded_id(status).map(str::to_owned);
+    let common = K::common(status);
+    match (&common.organisation_id, recorded_id) {
+        (Some(then), Some(id)) if then != now => Err(Error::Unsatisfiable {
+            reason: Reason::OrganisationChanged,
+            message: format!(
+                "the Versori {} {id} is in organisation {then}, but this resource now uses organisation {now} ({}): restore spec.configRef (or the namespace's default VersoriConfig), or delete the resource with deletionPolicy: Orphan and create it anew",
+                K::WHAT,
+                rc.org.describe()
+            ),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Observe-only: finds the object (by the spec's ID, else the one recorded, else by name) and
+/// records it. Never writes to Versori, and never adds the finalizer.
+async fn observe_only<K: External>(
+    rc: &Reconciling<'_, K>,
+    status: &mut K::Status,
+) -> Result<String, Error> {
+    let obj = rc.obj;
+    let locator = obj.observe_locator(rc).await?;
+    let adopted = obj.adopt_id().map(str::to_owned);
+    if let Some(id) = adopted
+        .clone()
+        .or_else(|| K::recorded_id(status).map(str::to_owned))
+    {
+        match obj.get(rc, &locator, &id).await? {
+            Some(observed) => return Ok(obj.record_observed(&locator, &observed, status)),
+            None if adopted.is_some() => {
+                return Err(Error::ObservedNotFound {
+                    what: K::WHAT,
+                    how: format!("with ID {id} (spec.{})", K::ID_FIELD),
+                });
+            }
+            None => K::forget(status),
+        }
+    }
+    let mut found = obj.find_by_name(rc, &locator).await?;
+    match found.len() {
+        0 => Err(Error::ObservedNotFound {
+            what: K::WHAT,
+            how: format!("named {:?}", describe_locator::<K>(&locator)),
+        }),
+        1 => Ok(obj.record_observed(&locator, &found.swap_remove(0), status)),
+        _ => Err(ambiguous::<K>(&locator, &found)),
     }
 }
 
@@ -672,8 +869,9 @@ async fn observe<K: External, O: Ops<K>>(
     let recorded = K::recorded_id(status)
         .map(str::to_owned)
         .or_else(|| record.created().map(str::to_owned));
+    let locator = K::locator(desired);
     if let Some(id) = recorded {
-        return match obj.get(rc, desired, &id).await? {
+        return match obj.get(rc, &locator, &id).await? {
             Some(observed) => Ok(Observation::Found(observed)),
             None => {
                 tracing::info!(
@@ -687,7 +885,7 @@ async fn observe<K: External, O: Ops<K>>(
         };
     }
     if let Some(id) = obj.adopt_id() {
-        return match obj.get(rc, desired, id).await? {
+        return match obj.get(rc, &locator, id).await? {
             Some(observed) => {
                 ops.event(
                     obj,
@@ -717,8 +915,7 @@ async fn observe<K: External, O: Ops<K>>(
         return Err(Error::CreateInProgress { left });
     }
     // The attempt is over and its answer was not recorded: it may have created the object.
-    let locator: K::Locator =
-        serde_json::from_value(pending.locator.clone()).unwrap_or_else(|_| K::locator(desired));
+    let locator: K::Locator = serde_json::from_value(pending.locator.clone()).unwrap_or(locator);
     match adopt_interrupted(rc, ops, &locator).await? {
         Some(observed) => Ok(Observation::Found(observed)),
         None => Ok(Observation::Absent { after_gone: false }),
@@ -909,8 +1106,12 @@ async fn cleanup<K: External, O: Ops<K>>(
     if !has_finalizer(obj) {
         return Ok(Action::await_change());
     }
-    let rc = Reconciling::new(ctx, obj, namespace);
-    let result = delete_external(&rc, ops).await;
+    if is_paused(obj) {
+        // The delete of the Versori object waits too (Crossplane's paused resources do).
+        let old = obj.status().cloned().unwrap_or_default();
+        return hold(obj, ops, &old).await;
+    }
+    let result = delete_external(obj, ctx, ops, namespace).await;
     if let Err(error @ Error::CreateInProgress { .. }) = result {
         return Err(error);
     }
@@ -963,26 +1164,50 @@ async fn cleanup<K: External, O: Ops<K>>(
     }
 }
 
+/// Why the Versori object stays when the resource goes, if it does.
+fn left_in_place<K: External>(obj: &K) -> Option<String> {
+    if obj.management_policy() == ManagementPolicy::Observe {
+        return Some("managementPolicy: Observe; the operator only looked at it".to_owned());
+    }
+    let set = obj.deletion_policy();
+    let adopted = obj.adopt_id().is_some();
+    match (DeletionPolicy::effective(set, adopted), set) {
+        (DeletionPolicy::Delete, _) => None,
+        (DeletionPolicy::Orphan, Some(_)) => Some("deletionPolicy: Orphan".to_owned()),
+        (DeletionPolicy::Orphan, None) => Some(format!(
+            "it was adopted by spec.{} and deletionPolicy is not set, so it is not this resource's to delete; set deletionPolicy: Delete to delete an adopted object with its resource",
+            K::ID_FIELD
+        )),
+    }
+}
+
 /// Deletes the Versori object the resource stands for, if any.
 async fn delete_external<K: External, O: Ops<K>>(
-    rc: &Reconciling<'_, K>,
+    obj: &K,
+    ctx: &Context,
     ops: &O,
+    namespace: &str,
 ) -> Result<(), Error> {
-    let obj = rc.obj;
-    if obj.deletion_policy() == DeletionPolicy::Orphan {
+    if let Some(why) = left_in_place(obj) {
         ops.event(
             obj,
             EventType::Normal,
             "Orphaned",
             "Delete",
             format!(
-                "{} deleted; the Versori object was left in place (deletionPolicy: Orphan)",
-                K::KIND
+                "{} deleted; the Versori {} was left in place ({why})",
+                K::KIND,
+                K::WHAT
             ),
         )
         .await;
         return Ok(());
     }
+    // Only a delete needs the organisation: a resource left in place goes even when its
+    // config is gone.
+    let rc = &Reconciling::connect(ctx, obj, namespace).await?;
+    let mut status = obj.status().cloned().unwrap_or_default();
+    check_organisation(rc, &mut status)?;
     let record = Record::read(obj.annotations(), &rc.uid());
     let recorded = obj
         .status()

@@ -32,6 +32,9 @@ pub struct WidgetSpec {
     value: String,
     adopt_id: Option<String>,
     orphan: bool,
+    /// `deletionPolicy: Delete` set explicitly.
+    delete: bool,
+    observe: bool,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -107,11 +110,20 @@ impl Managed for Widget {
     fn common(status: &mut WidgetStatus) -> &mut CommonStatus {
         &mut status.common
     }
-    fn deletion_policy(&self) -> DeletionPolicy {
+    fn deletion_policy(&self) -> Option<DeletionPolicy> {
         if self.spec.orphan {
-            DeletionPolicy::Orphan
+            Some(DeletionPolicy::Orphan)
+        } else if self.spec.delete {
+            Some(DeletionPolicy::Delete)
         } else {
-            DeletionPolicy::Delete
+            None
+        }
+    }
+    fn management_policy(&self) -> ManagementPolicy {
+        if self.spec.observe {
+            ManagementPolicy::Observe
+        } else {
+            ManagementPolicy::Manage
         }
     }
 }
@@ -150,7 +162,7 @@ impl External for Widget {
     async fn get(
         &self,
         _rc: &Reconciling<'_, Self>,
-        _desired: &(String, String),
+        _locator: &WidgetLocator,
         id: &str,
     ) -> Result<Option<Thing>, Error> {
         versori(|v| {
@@ -177,6 +189,20 @@ impl External for Widget {
     }
     fn id_of(observed: &Thing) -> &str {
         &observed.id
+    }
+    async fn observe_locator(&self, _rc: &Reconciling<'_, Self>) -> Result<WidgetLocator, Error> {
+        Ok(WidgetLocator {
+            name: self.spec.name.clone(),
+        })
+    }
+    fn record_observed(
+        &self,
+        _locator: &WidgetLocator,
+        observed: &Thing,
+        status: &mut WidgetStatus,
+    ) -> String {
+        status.id = Some(observed.id.clone());
+        format!("observed widget {}", observed.id)
     }
     async fn create(
         &self,
@@ -224,7 +250,7 @@ impl External for Widget {
         _rc: &Reconciling<'_, Self>,
         desired: &(String, String),
         observed: Thing,
-        _status: &WidgetStatus,
+        _status: &mut WidgetStatus,
     ) -> Result<(Thing, String), Error> {
         versori(|v| {
             v.calls.push(format!("update {}", observed.id));
@@ -394,6 +420,12 @@ fn context() -> Context {
         None,
     );
     ctx.attempter = Attempter::new("pod-a");
+    // No Versori configs: every widget uses the operator's own settings.
+    ctx.organisations
+        .use_stores(crate::controllers::organisations::ConfigStores {
+            namespaced: kube::runtime::reflector::store::Writer::default().as_reader(),
+            cluster: kube::runtime::reflector::store::Writer::default().as_reader(),
+        });
     ctx
 }
 
@@ -405,6 +437,8 @@ fn widget() -> Widget {
             value: "v1".into(),
             adopt_id: None,
             orphan: false,
+            delete: false,
+            observe: false,
         },
     );
     w.metadata = ObjectMeta {
@@ -436,6 +470,8 @@ fn recorded(mut w: Widget, id: &str, ready: bool) -> Widget {
         id: Some(id.into()),
         ..WidgetStatus::default()
     };
+    // Found or made in the context's organisation.
+    status.common.organisation_id = Some("org".into());
     if ready {
         let message = format!("widget {id}");
         conditions::set(
@@ -964,6 +1000,193 @@ fn cases() -> Vec<Case> {
                 events: &["Deleted"],
                 id: Some("X"),
                 finalizer: false,
+                ..Expect::default()
+            },
+        },
+        Case {
+            name: "paused: Synced says so, Ready stays, nothing reaches Versori",
+            given: with_annotation(ready("X"), PAUSED, "true".into()),
+            stored: None,
+            things: vec![thing("X", "thing", "drifted")],
+            faults: (None, None, None),
+            expect: Expect {
+                writes: &["status"],
+                events: &["Paused"],
+                ready: Some(("True", Reason::Available)),
+                synced: Some(Reason::Paused),
+                id: Some("X"),
+                things: &[("X", "thing", "drifted")],
+                ..Expect::default()
+            },
+        },
+        Case {
+            name: "paused is only \"true\": another value changes nothing",
+            given: with_annotation(ready("X"), PAUSED, "false".into()),
+            stored: None,
+            things: vec![thing("X", "thing", "drifted")],
+            faults: (None, None, None),
+            expect: Expect {
+                calls: &["get X", "update X"],
+                events: &["Updated"],
+                synced: Some(Reason::ReconcileSuccess),
+                id: Some("X"),
+                things: &[("X", "thing", "v1")],
+                ..Expect::default()
+            },
+        },
+        Case {
+            name: "paused while deleting: the delete waits, the finalizer stays",
+            given: with_annotation(deleting(ready("X")), PAUSED, "true".into()),
+            stored: None,
+            things: vec![thing("X", "thing", "v1")],
+            faults: (None, None, None),
+            expect: Expect {
+                writes: &["status"],
+                events: &["Paused"],
+                synced: Some(Reason::Paused),
+                id: Some("X"),
+                things: &[("X", "thing", "v1")],
+                ..Expect::default()
+            },
+        },
+        Case {
+            name: "observe: found by name and recorded; no finalizer, no Versori write",
+            given: {
+                let mut w = widget();
+                w.spec.observe = true;
+                w
+            },
+            stored: None,
+            things: vec![thing("O", "thing", "not what the spec says")],
+            faults: (None, None, None),
+            expect: Expect {
+                calls: &["find thing"],
+                writes: &["status"],
+                ready: Some(("True", Reason::Available)),
+                id: Some("O"),
+                things: &[("O", "thing", "not what the spec says")],
+                finalizer: false,
+                ..Expect::default()
+            },
+        },
+        Case {
+            name: "observe: by the spec's ID",
+            given: {
+                let mut w = widget();
+                w.spec.observe = true;
+                w.spec.adopt_id = Some("A".into());
+                w
+            },
+            stored: None,
+            things: vec![thing("A", "other name", "v0")],
+            faults: (None, None, None),
+            expect: Expect {
+                calls: &["get A"],
+                writes: &["status"],
+                ready: Some(("True", Reason::Available)),
+                id: Some("A"),
+                things: &[("A", "other name", "v0")],
+                finalizer: false,
+                ..Expect::default()
+            },
+        },
+        Case {
+            name: "observe: nothing there is a condition, never a create",
+            given: {
+                let mut w = widget();
+                w.spec.observe = true;
+                w
+            },
+            stored: None,
+            things: vec![],
+            faults: (None, None, None),
+            expect: Expect {
+                calls: &["find thing"],
+                writes: &["status"],
+                events: &["ObservedNotFound"],
+                error: Some(Reason::ObservedNotFound),
+                ready: Some(("False", Reason::ObservedNotFound)),
+                finalizer: false,
+                ..Expect::default()
+            },
+        },
+        Case {
+            name: "observe while deleting (a finalizer from when it was managed): left in place",
+            given: {
+                let mut w = deleting(ready("X"));
+                w.spec.observe = true;
+                w
+            },
+            stored: None,
+            things: vec![thing("X", "thing", "v1")],
+            faults: (None, None, None),
+            expect: Expect {
+                writes: &["metadata finalizers"],
+                events: &["Orphaned"],
+                id: Some("X"),
+                things: &[("X", "thing", "v1")],
+                finalizer: false,
+                ..Expect::default()
+            },
+        },
+        Case {
+            name: "adopted by ID, no deletionPolicy: deleting leaves the object",
+            given: {
+                let mut w = deleting(ready("A"));
+                w.spec.adopt_id = Some("A".into());
+                w
+            },
+            stored: None,
+            things: vec![thing("A", "thing", "v1")],
+            faults: (None, None, None),
+            expect: Expect {
+                writes: &["metadata finalizers"],
+                events: &["Orphaned"],
+                id: Some("A"),
+                things: &[("A", "thing", "v1")],
+                finalizer: false,
+                ..Expect::default()
+            },
+        },
+        Case {
+            name: "adopted by ID with deletionPolicy Delete: deleted",
+            given: {
+                let mut w = deleting(ready("A"));
+                w.spec.adopt_id = Some("A".into());
+                w.spec.delete = true;
+                w
+            },
+            stored: None,
+            things: vec![thing("A", "thing", "v1")],
+            faults: (None, None, None),
+            expect: Expect {
+                calls: &["delete A"],
+                writes: &["metadata finalizers"],
+                events: &["Deleted"],
+                id: Some("A"),
+                finalizer: false,
+                ..Expect::default()
+            },
+        },
+        Case {
+            name: "made in another organisation than the config now names: refused, nothing sent",
+            given: {
+                let mut w = ready("X");
+                if let Some(status) = w.status.as_mut() {
+                    status.common.organisation_id = Some("another-org".into());
+                }
+                w
+            },
+            stored: None,
+            things: vec![thing("X", "thing", "v1")],
+            faults: (None, None, None),
+            expect: Expect {
+                writes: &["status"],
+                events: &["OrganisationChanged"],
+                error: Some(Reason::OrganisationChanged),
+                ready: Some(("False", Reason::OrganisationChanged)),
+                id: Some("X"),
+                things: &[("X", "thing", "v1")],
                 ..Expect::default()
             },
         },

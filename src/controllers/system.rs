@@ -13,13 +13,16 @@ use super::context::Context;
 use super::error::Error;
 use super::reconciler::{self, External, Managed, Reconciling};
 use super::secrets::hash_secrets;
+use super::versori_config::users_of;
 use super::watches::RefIndex;
 use super::{Shutdown, Watches};
-use crate::resources::common::{CommonStatus, DeletionPolicy};
+use crate::resources::common::{CommonStatus, ConfigRef, DeletionPolicy, ManagementPolicy};
 use crate::resources::system::{
-    AuthScheme, AuthSchemeType, DigestInput, HmacAlgorithm, HmacEncoding, OAuth1Endpoint,
-    OAuth1SignatureMethod, OAuth2GrantType, ParameterLocation, ParameterTransmission,
+    AuthScheme, AuthSchemeType, AuthSchemesPolicy, DigestInput, HmacAlgorithm, HmacEncoding,
+    OAuth1Endpoint, OAuth1SignatureMethod, OAuth2GrantType, ParameterLocation,
+    ParameterTransmission,
 };
+use crate::resources::{ClusterVersoriConfig, VersoriConfig};
 use crate::resources::{System, SystemStatus};
 use crate::versori::models::{self as api};
 use serde::{Deserialize, Serialize};
@@ -36,8 +39,16 @@ impl Managed for System {
         &mut status.common
     }
 
-    fn deletion_policy(&self) -> DeletionPolicy {
-        self.spec.deletion_policy.unwrap_or_default()
+    fn deletion_policy(&self) -> Option<DeletionPolicy> {
+        self.spec.deletion_policy
+    }
+
+    fn config_ref(&self) -> Option<&ConfigRef> {
+        self.spec.config_ref.as_ref()
+    }
+
+    fn management_policy(&self) -> ManagementPolicy {
+        self.spec.management_policy.unwrap_or_default()
     }
 }
 
@@ -111,10 +122,10 @@ impl External for System {
     async fn get(
         &self,
         rc: &Reconciling<'_, Self>,
-        _desired: &DesiredSystem,
+        _locator: &SystemLocator,
         id: &str,
     ) -> Result<Option<api::System>, Error> {
-        match rc.ctx.versori.get_system(id).await {
+        match rc.versori().get_system(id).await {
             Ok(system) => Ok(Some(system)),
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(Error::versori("reading the Versori system")(e)),
@@ -128,8 +139,7 @@ impl External for System {
     ) -> Result<Vec<api::System>, Error> {
         let name = locator.name.as_str();
         Ok(rc
-            .ctx
-            .versori
+            .versori()
             .list_systems(Some(name))
             .await
             .map_err(Error::versori("looking up the Versori system by name"))?
@@ -142,6 +152,30 @@ impl External for System {
         &observed.id
     }
 
+    async fn observe_locator(&self, _rc: &Reconciling<'_, Self>) -> Result<SystemLocator, Error> {
+        Ok(SystemLocator {
+            name: self.versori_name(),
+        })
+    }
+
+    fn record_observed(
+        &self,
+        _locator: &SystemLocator,
+        observed: &api::System,
+        status: &mut SystemStatus,
+    ) -> String {
+        status.id = Some(observed.id.clone());
+        status.auth_scheme_ids = observed
+            .auth_scheme_configs
+            .iter()
+            .filter_map(|c| c.id().map(str::to_owned))
+            .collect();
+        format!(
+            "observed Versori system {:?} with ID {} (managementPolicy: Observe)",
+            observed.name, observed.id
+        )
+    }
+
     async fn create(
         &self,
         rc: &Reconciling<'_, Self>,
@@ -152,8 +186,7 @@ impl External for System {
         let (named, memberless): (Vec<_>, Vec<_>) =
             desired.with_ids().partition(|(_, s)| s.id().is_some());
         let mut created = rc
-            .ctx
-            .versori
+            .versori()
             .create_system(&api::SystemCreate {
                 name: desired.name.clone(),
                 domain: self.spec.domain.clone(),
@@ -165,8 +198,7 @@ impl External for System {
             .map_err(Error::versori("creating the Versori system"))?;
         for (id, scheme) in memberless {
             let answer = rc
-                .ctx
-                .versori
+                .versori()
                 .upsert_auth_scheme_at(&created.id, id, scheme)
                 .await
                 .map_err(Error::versori("adding an auth scheme"))?;
@@ -183,7 +215,7 @@ impl External for System {
     ) -> bool {
         !self.settings_differ(desired, observed)
             && stale_schemes(desired, observed, status).is_empty()
-            && extra_schemes(desired, observed, status).is_empty()
+            && removable_schemes(self.auth_schemes_policy(), desired, observed, status).is_empty()
     }
 
     async fn update(
@@ -191,9 +223,9 @@ impl External for System {
         rc: &Reconciling<'_, Self>,
         desired: &DesiredSystem,
         observed: api::System,
-        status: &SystemStatus,
+        status: &mut SystemStatus,
     ) -> Result<(api::System, String), Error> {
-        let versori = &rc.ctx.versori;
+        let versori = rc.versori();
         let id = observed.id.clone();
         let mut changed = Vec::new();
         if self.settings_differ(desired, &observed) {
@@ -211,16 +243,33 @@ impl External for System {
             changed.push("name, domain or base URL".to_owned());
         }
         let upserted = stale_schemes(desired, &observed, status);
+        let absent = absent_schemes(desired, &observed);
         for (scheme_id, scheme) in &upserted {
+            // Versori keeps a scheme's client secret as a credential: naming the one it holds
+            // updates it in place (and keeps a secret the spec does not name, such as one typed
+            // into the Versori UI), where an upsert without it would store a new credential,
+            // and drop the secret, every time.
+            let scheme = with_held_credential(scheme, observed.auth_scheme_config(scheme_id));
             versori
-                .upsert_auth_scheme_at(&id, scheme_id, scheme)
+                .upsert_auth_scheme_at(&id, scheme_id, &scheme)
                 .await
                 .map_err(Error::versori("updating an auth scheme"))?;
+            if absent.contains(scheme_id)
+                && !status
+                    .created_auth_scheme_ids
+                    .iter()
+                    .any(|c| c == scheme_id)
+            {
+                status.created_auth_scheme_ids.push((*scheme_id).to_owned());
+            }
         }
         let mut removed = Vec::new();
-        for scheme_id in extra_schemes(desired, &observed, status) {
+        for scheme_id in removable_schemes(self.auth_schemes_policy(), desired, &observed, status) {
             match versori.delete_auth_scheme(&id, &scheme_id).await {
-                Ok(()) => removed.push(scheme_id),
+                Ok(()) => {
+                    status.created_auth_scheme_ids.retain(|c| *c != scheme_id);
+                    removed.push(scheme_id);
+                }
                 Err(e) if e.is_not_found() => {}
                 Err(e) if e.is_conflict() => {
                     return Err(Error::InUse(format!(
@@ -245,6 +294,11 @@ impl External for System {
         observed: &api::System,
         status: &mut SystemStatus,
     ) -> String {
+        if status.id.is_none() && self.spec.system_id.is_none() {
+            // The first record after this resource made the system (a create, or an
+            // interrupted one adopted): every scheme on it is its own.
+            status.created_auth_scheme_ids = desired.scheme_ids.clone();
+        }
         status.id = Some(observed.id.clone());
         status.auth_scheme_ids = desired.scheme_ids.clone();
         status.secret_hash = Some(desired.secret_hash.clone());
@@ -252,7 +306,7 @@ impl External for System {
     }
 
     async fn delete(&self, rc: &Reconciling<'_, Self>, id: &str) -> Result<(), Error> {
-        match rc.ctx.versori.delete_system(id).await {
+        match rc.versori().delete_system(id).await {
             Ok(()) => Ok(()),
             Err(e) if e.is_not_found() => Ok(()),
             Err(e) if e.is_conflict() => Err(Error::InUse(
@@ -322,7 +376,95 @@ fn extra_schemes(
     extra
 }
 
+/// The schemes the policy lets the operator delete: under `Exclusive` every scheme the spec no
+/// longer lists, under `Additive` only those among them this resource created.
+fn removable_schemes(
+    policy: AuthSchemesPolicy,
+    desired: &DesiredSystem,
+    observed: &api::System,
+    status: &SystemStatus,
+) -> Vec<String> {
+    let mut extra = extra_schemes(desired, observed, status);
+    if policy == AuthSchemesPolicy::Additive {
+        extra.retain(|id| status.created_auth_scheme_ids.iter().any(|c| c == id));
+    }
+    extra
+}
+
+/// The desired schemes Versori does not hold at all (an upsert of them creates them). A
+/// jwt-bearer or secret scheme reads back without an ID: it is absent while Versori holds fewer
+/// of its type than the spec asks for.
+fn absent_schemes<'d>(desired: &'d DesiredSystem, observed: &api::System) -> Vec<&'d str> {
+    let mut absent = Vec::new();
+    let mut memberless_seen: Vec<api::AuthSchemeType> = Vec::new();
+    for (id, scheme) in desired.with_ids() {
+        if scheme.id().is_some() {
+            if observed.auth_scheme_config(id).is_none() {
+                absent.push(id);
+            }
+            continue;
+        }
+        memberless_seen.push(scheme.type_);
+        let wanted = memberless_seen
+            .iter()
+            .filter(|t| **t == scheme.type_)
+            .count();
+        let held = observed
+            .auth_scheme_configs
+            .iter()
+            .filter(|o| o.type_ == scheme.type_ && o.id().is_none())
+            .count();
+        if held < wanted {
+            absent.push(id);
+        }
+    }
+    absent
+}
+
+/// The scheme to upsert, naming the credential Versori holds for the same grant (or oauth1
+/// consumer), if any.
+fn with_held_credential(
+    scheme: &api::AuthSchemeConfig,
+    held: Option<&api::AuthSchemeConfig>,
+) -> api::AuthSchemeConfig {
+    let mut scheme = scheme.clone();
+    let Some(held) = held else { return scheme };
+    if let (Some(want), Some(have)) = (scheme.oauth2.as_mut(), held.oauth2.as_ref()) {
+        for (w, h) in [
+            (
+                want.grant.authorization_code.as_mut(),
+                have.grant.authorization_code.as_ref(),
+            ),
+            (want.grant.password.as_mut(), have.grant.password.as_ref()),
+        ] {
+            if let (Some(w), Some(h)) = (w, h)
+                && w.credential_id.is_none()
+            {
+                w.credential_id = h.credential_id.clone();
+            }
+        }
+    }
+    if let (Some(want), Some(have)) = (scheme.oauth1.as_mut(), held.oauth1.as_ref())
+        && want.credential_id.is_none()
+    {
+        want.credential_id = have.credential_id.clone();
+    }
+    scheme
+}
+
 impl System {
+    /// The auth schemes policy in force: the spec's, else `Additive` for an adopted system
+    /// (its other schemes may be in use) and `Exclusive` for one the operator made.
+    pub fn auth_schemes_policy(&self) -> AuthSchemesPolicy {
+        self.spec
+            .auth_schemes_policy
+            .unwrap_or(if self.spec.system_id.is_some() {
+                AuthSchemesPolicy::Additive
+            } else {
+                AuthSchemesPolicy::Exclusive
+            })
+    }
+
     fn settings_differ(&self, desired: &DesiredSystem, observed: &api::System) -> bool {
         observed.name != desired.name
             || observed.domain != self.spec.domain
@@ -589,6 +731,7 @@ pub fn controller(
     let trigger = reconciler::own_changes(watches.systems.subscribe()?.inspect(follow));
     let live = store.clone();
     let deleting = store.clone();
+    let users = store.clone();
     let controller = Controller::for_shared_stream(trigger, store)
         .with_config(Config::default().concurrency(ctx.concurrency))
         .watches_shared_stream(watches.secrets.subscribe()?, move |secret| {
@@ -615,6 +758,14 @@ pub fn controller(
                         .is_some_and(|s| s.metadata.deletion_timestamp.is_some())
                 })
         })
+        .watches_shared_stream(
+            watches.configs.subscribe()?,
+            users_of::<System, VersoriConfig>(users.clone()),
+        )
+        .watches_shared_stream(
+            watches.cluster_configs.subscribe()?,
+            users_of::<System, ClusterVersoriConfig>(users),
+        )
         .graceful_shutdown_on(shutdown)
         .run(
             reconciler::reconcile::<System>,

@@ -112,10 +112,48 @@ where
         readiness: &Readiness,
         name: &'static str,
     ) -> Self {
+        Self::of(
+            scope.apis::<K>(client),
+            scope.config(own_kind),
+            readiness,
+            name,
+        )
+    }
+}
+
+impl<K> SharedWatch<K>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::ClusterResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    /// A watch of the cluster-scoped `K` (no label selector: it is shared by every shard).
+    pub fn cluster(client: &kube::Client, readiness: &Readiness, name: &'static str) -> Self {
+        Self::of(
+            vec![Api::all(client.clone())],
+            watcher::Config::default().any_semantic(),
+            readiness,
+            name,
+        )
+    }
+}
+
+impl<K> SharedWatch<K>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    fn of(
+        apis: Vec<Api<K>>,
+        config: watcher::Config,
+        readiness: &Readiness,
+        name: &'static str,
+    ) -> Self {
         let (store, writer) = reflector::store_shared::<K>(SUBSCRIBER_BUFFER);
-        let apis = scope.apis::<K>(client);
         readiness.await_listings(apis.len());
-        let config = scope.config(own_kind);
         let merger = Merger::new(apis.len(), store.clone(), readiness.clone());
         let streams: Vec<_> = apis
             .into_iter()

@@ -55,11 +55,66 @@ pub struct LocalObjectRef {
 /// What happens to the Versori object when the resource is deleted.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum DeletionPolicy {
-    /// Delete the Versori object together with the resource (the default).
+    /// Delete the Versori object together with the resource (the default for objects the
+    /// operator created).
     #[default]
     Delete,
-    /// Leave the Versori object in place; only the resource goes.
+    /// Leave the Versori object in place; only the resource goes (the default for objects
+    /// adopted by ID).
     Orphan,
+}
+
+impl DeletionPolicy {
+    /// The policy in force: the one set, else `Orphan` for an object adopted by ID (adoption is
+    /// not ownership, as ACK has it) and `Delete` for one the operator made.
+    pub fn effective(set: Option<DeletionPolicy>, adopted: bool) -> DeletionPolicy {
+        set.unwrap_or(if adopted {
+            DeletionPolicy::Orphan
+        } else {
+            DeletionPolicy::Delete
+        })
+    }
+}
+
+/// What the operator may do to the Versori object.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ManagementPolicy {
+    /// Create, update and delete it as the spec says (the default).
+    #[default]
+    Manage,
+    /// Only look: find it (by the spec's ID, else by name) and report it in status; never
+    /// create, update or delete it, and leave it when the resource is deleted.
+    Observe,
+}
+
+/// The kind of a Versori connection configuration.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ConfigKind {
+    /// A `VersoriConfig` in the resource's own namespace.
+    VersoriConfig,
+    /// A cluster-scoped `ClusterVersoriConfig`.
+    ClusterVersoriConfig,
+}
+
+impl ConfigKind {
+    /// The kind's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::VersoriConfig => "VersoriConfig",
+            Self::ClusterVersoriConfig => "ClusterVersoriConfig",
+        }
+    }
+}
+
+/// Which Versori organisation (and token) a resource is managed in.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigRef {
+    /// `VersoriConfig` (in this namespace) or `ClusterVersoriConfig`.
+    pub kind: ConfigKind,
+    /// The config's name.
+    #[schemars(schema_with = "object_name_schema")]
+    pub name: String,
 }
 
 /// The status fields every kind carries.
@@ -69,6 +124,10 @@ pub struct CommonStatus {
     /// The generation of the spec this status was computed for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// The Versori organisation the object was found or made in. A resource whose config
+    /// later points elsewhere is refused rather than made again there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub organisation_id: Option<String>,
     /// Current state. `Ready` says whether Versori matches the spec; its reason says why not.
     #[serde(default)]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]

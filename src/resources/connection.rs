@@ -6,8 +6,9 @@ use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
 use super::common::{
-    CommonStatus, DeletionPolicy, LocalObjectRef, SecretKeyRef, SecretRef,
-    optional_secret_key_schema, scopes_schema, ulid_schema, url_or_empty_schema, url_schema,
+    CommonStatus, ConfigRef, DeletionPolicy, LocalObjectRef, ManagementPolicy, SecretKeyRef,
+    SecretRef, optional_secret_key_schema, scopes_schema, ulid_schema, url_or_empty_schema,
+    url_schema,
 };
 use super::project_system::push_immutable;
 
@@ -83,9 +84,20 @@ pub struct ConnectionSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "ulid_schema")]
     pub connection_id: Option<String>,
-    /// `Delete` (default) removes the Versori connection with the resource; `Orphan` leaves it.
+    /// `Delete` removes the Versori connection with the resource; `Orphan` leaves it. Defaults to
+    /// `Delete` for one the operator created and to `Orphan` for one adopted by `connectionId`:
+    /// adopting is not owning, so set `Delete` explicitly to delete an adopted object.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deletion_policy: Option<DeletionPolicy>,
+    /// The Versori organisation and token to use: a `VersoriConfig` in this namespace or a
+    /// `ClusterVersoriConfig`. Unset: this namespace's `VersoriConfig` named `default` if there
+    /// is one, else the operator's own settings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_ref: Option<ConfigRef>,
+    /// `Manage` (default) creates, updates and deletes the Versori object; `Observe` only
+    /// finds it (by ID, else by name) and reports it in status, and never writes to Versori.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub management_policy: Option<ManagementPolicy>,
 }
 
 fn project_system_ref_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {

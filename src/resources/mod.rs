@@ -4,24 +4,38 @@ pub mod common;
 pub mod connection;
 pub mod project_system;
 pub mod system;
+pub mod versori_config;
 
-pub use common::{CommonStatus, DeletionPolicy, LocalObjectRef, SecretKeyRef, SecretRef};
+pub use common::{
+    CommonStatus, ConfigKind, ConfigRef, DeletionPolicy, LocalObjectRef, ManagementPolicy,
+    SecretKeyRef, SecretRef,
+};
 pub use connection::{Connection, ConnectionSpec, ConnectionStatus, Credentials};
 pub use project_system::{ProjectSystem, ProjectSystemSpec, ProjectSystemStatus};
-pub use system::{AuthScheme, AuthSchemeType, System, SystemSpec, SystemStatus};
+pub use system::{AuthScheme, AuthSchemeType, AuthSchemesPolicy, System, SystemSpec, SystemStatus};
+pub use versori_config::{
+    ClusterVersoriConfig, ClusterVersoriConfigSpec, VersoriConfig, VersoriConfigSpec,
+    VersoriConfigStatus,
+};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
     CustomResourceDefinition, JSONSchemaProps, JSONSchemaPropsOrArray, JSONSchemaPropsOrBool,
 };
 use kube::CustomResourceExt;
 
-/// The three CRDs, in dependency order.
+/// The CRDs, in dependency order: the configs first, then the three managed kinds.
 ///
 /// Schema defaults are stripped: the operator applies every default in code (each field's
 /// description states it), because defaults written by the apiserver make Argo CD report
 /// applications OutOfSync forever (argo-cd#11074).
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    let mut crds = vec![System::crd(), ProjectSystem::crd(), Connection::crd()];
+    let mut crds = vec![
+        VersoriConfig::crd(),
+        ClusterVersoriConfig::crd(),
+        System::crd(),
+        ProjectSystem::crd(),
+        Connection::crd(),
+    ];
     for crd in &mut crds {
         for version in &mut crd.spec.versions {
             if let Some(schema) = version

@@ -5,7 +5,9 @@
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-use super::common::{CommonStatus, DeletionPolicy, LocalObjectRef, ulid_schema};
+use super::common::{
+    CommonStatus, ConfigRef, DeletionPolicy, LocalObjectRef, ManagementPolicy, ulid_schema,
+};
 
 /// A system linked to a project environment. Versori calls the link a connection template; project
 /// code refers to it by `name`.
@@ -88,9 +90,20 @@ pub struct ProjectSystemSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "ulid_schema")]
     pub connection_template_id: Option<String>,
-    /// `Delete` (default) removes the connection template with the resource; `Orphan` leaves it.
+    /// `Delete` removes the connection template with the resource; `Orphan` leaves it. Defaults to
+    /// `Delete` for one the operator created and to `Orphan` for one adopted by `connectionTemplateId`:
+    /// adopting is not owning, so set `Delete` explicitly to delete an adopted object.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deletion_policy: Option<DeletionPolicy>,
+    /// The Versori organisation and token to use: a `VersoriConfig` in this namespace or a
+    /// `ClusterVersoriConfig`. Unset: this namespace's `VersoriConfig` named `default` if there
+    /// is one, else the operator's own settings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_ref: Option<ConfigRef>,
+    /// `Manage` (default) creates, updates and deletes the Versori object; `Observe` only
+    /// finds it (by ID, else by name) and reports it in status, and never writes to Versori.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub management_policy: Option<ManagementPolicy>,
 }
 
 fn project_id_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {

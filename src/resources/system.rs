@@ -9,8 +9,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::{
-    CommonStatus, DeletionPolicy, SecretKeyRef, parameter_name_schema, scope_schema, scopes_schema,
-    ulid_schema, url_schema,
+    CommonStatus, ConfigRef, DeletionPolicy, ManagementPolicy, SecretKeyRef, parameter_name_schema,
+    scope_schema, scopes_schema, ulid_schema, url_schema,
 };
 
 /// A Versori system: an external API the organisation's integrations talk to, with the ways to
@@ -70,9 +70,37 @@ pub struct SystemSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "ulid_schema")]
     pub system_id: Option<String>,
-    /// `Delete` (default) removes the Versori system with the resource; `Orphan` leaves it.
+    /// `Delete` removes the Versori system with the resource; `Orphan` leaves it. Defaults to
+    /// `Delete` for one the operator created and to `Orphan` for one adopted by `systemId`:
+    /// adopting is not owning, so set `Delete` explicitly to delete an adopted object.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deletion_policy: Option<DeletionPolicy>,
+    /// The Versori organisation and token to use: a `VersoriConfig` in this namespace or a
+    /// `ClusterVersoriConfig`. Unset: this namespace's `VersoriConfig` named `default` if there
+    /// is one, else the operator's own settings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_ref: Option<ConfigRef>,
+    /// `Manage` (default) creates, updates and deletes the Versori object; `Observe` only
+    /// finds it (by ID, else by name) and reports it in status, and never writes to Versori.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub management_policy: Option<ManagementPolicy>,
+    /// `Exclusive`: the system holds exactly the spec's auth schemes, and any other is
+    /// deleted. `Additive`: the spec's schemes are added or updated, and only those this
+    /// resource created are ever deleted (when they leave the spec). Defaults to `Additive`
+    /// for a system adopted by `systemId` (its other schemes may be in use) and to `Exclusive`
+    /// for one the operator created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_schemes_policy: Option<AuthSchemesPolicy>,
+}
+
+/// Which of a system's auth schemes the spec governs.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum AuthSchemesPolicy {
+    /// Exactly the spec's schemes: others are deleted.
+    #[default]
+    Exclusive,
+    /// The spec's schemes are added or updated; only schemes this resource created are deleted.
+    Additive,
 }
 
 /// Which kind of authentication an auth scheme describes.
@@ -395,6 +423,10 @@ pub struct SystemStatus {
     /// SHA-256 over the client secrets last sent to Versori (secrets are write-only there).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_hash: Option<String>,
+    /// The auth schemes this resource created on the Versori system (the only ones an
+    /// `Additive` policy ever deletes).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub created_auth_scheme_ids: Vec<String>,
     /// Generation and conditions.
     #[serde(flatten)]
     pub common: CommonStatus,

@@ -297,6 +297,11 @@ struct Inner {
     limit: Option<tokio::sync::Semaphore>,
     read_retries: usize,
     auth: Auth,
+    /// What [`VersoriClient::sibling`] copies.
+    auth_scheme: AuthHeaderScheme,
+    timeout: Duration,
+    user_agent: String,
+    max_in_flight: Option<usize>,
 }
 
 /// A client of the Versori Platform API. Cheap to clone (shares its connection pool).
@@ -369,7 +374,7 @@ impl VersoriClient {
 
         let http = reqwest::Client::builder()
             .default_headers(headers)
-            .user_agent(user_agent)
+            .user_agent(user_agent.clone())
             .timeout(timeout)
             .connect_timeout(timeout.min(DEFAULT_CONNECT_TIMEOUT))
             // Never carry the token anywhere the configuration did not name.
@@ -391,8 +396,45 @@ impl VersoriClient {
                 limit: max_in_flight.map(|n| tokio::sync::Semaphore::new(n.max(1))),
                 read_retries,
                 auth,
+                auth_scheme,
+                timeout,
+                user_agent,
+                max_in_flight,
             }),
         })
+    }
+
+    /// A client of another organisation (or URL, or token) with this one's settings and
+    /// observer, but its own connection pool, cap on requests in flight and 401 breaker: one
+    /// organisation refusing its token or failing does not slow the others.
+    pub fn sibling(
+        &self,
+        base_url: Url,
+        organisation: &str,
+        token: SecretValue,
+    ) -> Result<Self, ApiError> {
+        let inner = &self.inner;
+        let mut config = ClientConfig::new(base_url, organisation, token);
+        config.auth_scheme = inner.auth_scheme;
+        config.timeout = inner.timeout;
+        config.user_agent = inner.user_agent.clone();
+        config.observer = inner.observer.clone();
+        config.max_in_flight = inner.max_in_flight;
+        config.read_retries = inner.read_retries;
+        Self::new(config)
+    }
+
+    /// The base URL calls go to.
+    pub fn base_url(&self) -> &Url {
+        &self.inner.base_url
+    }
+
+    /// The cheapest authenticated call: one system of the organisation. Succeeds when the
+    /// organisation exists and takes the token.
+    pub async fn check_access(&self) -> Result<(), ApiError> {
+        self.list_systems_page(Some(1), None, None)
+            .await
+            .map(|_| ())
     }
 
     /// The organisation this client acts in.
