@@ -49,9 +49,7 @@ impl World {
         if !more.is_empty() {
             let mut all = vec![namespace.as_str()];
             all.extend_from_slice(more);
-            options
-                .env
-                .push(("WATCH_NAMESPACES".into(), all.join(",")));
+            options.env.push(("WATCH_NAMESPACES".into(), all.join(",")));
         }
         let operator = Operator::start(cluster, &a, &options);
         World {
@@ -172,7 +170,8 @@ impl World {
     }
 
     async fn wait_ready(&self, kind: &str, name: &str) {
-        self.wait_ready_in(&self.namespace.clone(), kind, name).await;
+        self.wait_ready_in(&self.namespace.clone(), kind, name)
+            .await;
     }
 
     async fn wait_reason(&self, kind: &str, name: &str, type_: &str, reason: &str) -> String {
@@ -268,7 +267,10 @@ async fn reset_counters(emulator: &Emulator) {
         .send()
         .await
         .expect("POST /_emulator/reset-counters");
-    assert!(response.status().is_success(), "reset the emulator's counters");
+    assert!(
+        response.status().is_success(),
+        "reset the emulator's counters"
+    );
 }
 
 fn state_system<'s>(state: &'s Value, id: &str) -> Option<&'s Value> {
@@ -300,7 +302,11 @@ async fn a_namespace_default_config_sends_its_resources_to_its_organisation_only
     assert_eq!(b["connections"].as_array().map(Vec::len), Some(1));
     let a = world.a.state().await;
     assert_eq!(a["systems"].as_array().map(Vec::len), Some(0), "{a}");
-    assert_eq!(writes(&a), 0, "the operator's own organisation took writes: {a}");
+    assert_eq!(
+        writes(&a),
+        0,
+        "the operator's own organisation took writes: {a}"
+    );
     let system = world
         .object_in(&world.namespace, "system", "shop")
         .expect("the System");
@@ -333,7 +339,11 @@ async fn a_namespace_default_config_sends_its_resources_to_its_organisation_only
         .await;
     assert!(message.contains(ORG_B), "{message}");
     let a = world.a.state().await;
-    assert_eq!(writes(&a), 0, "nothing was made again in organisation A: {a}");
+    assert_eq!(
+        writes(&a),
+        0,
+        "nothing was made again in organisation A: {a}"
+    );
 }
 
 #[tokio::test]
@@ -357,8 +367,7 @@ async fn a_cluster_config_named_by_config_ref_serves_any_namespace() {
         ),
         &[],
     ));
-    let reference =
-        format!("  configRef: {{ kind: ClusterVersoriConfig, name: {config} }}\n");
+    let reference = format!("  configRef: {{ kind: ClusterVersoriConfig, name: {config} }}\n");
     world.apply(&system("here", &reference));
     world.apply_in(&other, &system("there", &reference));
     world.wait_ready("system", "here").await;
@@ -369,7 +378,10 @@ async fn a_cluster_config_named_by_config_ref_serves_any_namespace() {
         .map(|s| s.iter().filter_map(|s| s["name"].as_str()).collect())
         .unwrap_or_default();
     assert_eq!(names.len(), 2, "{names:?}");
-    assert!(names.contains(&"here") && names.contains(&"there"), "{names:?}");
+    assert!(
+        names.contains(&"here") && names.contains(&"there"),
+        "{names:?}"
+    );
     assert_eq!(writes(&world.a.state().await), 0);
 
     // A ProjectSystem in the operator's own organisation cannot link a System in B.
@@ -395,9 +407,17 @@ async fn a_cluster_config_named_by_config_ref_serves_any_namespace() {
         .wait_reason("system", "nowhere", "Ready", "ConfigNotFound")
         .await;
 
-    for (namespace, name) in [(world.namespace.as_str(), "here"), (other.as_str(), "there")] {
+    for (namespace, name) in [
+        (world.namespace.as_str(), "here"),
+        (other.as_str(), "there"),
+    ] {
         common::assert_success(&world.cluster.kubectl(&[
-            "-n", namespace, "delete", "system", name, "--wait=false",
+            "-n",
+            namespace,
+            "delete",
+            "system",
+            name,
+            "--wait=false",
         ]));
     }
     world.kubectl(&["delete", "projectsystem,system", "--all", "--wait=false"]);
@@ -457,8 +477,14 @@ async fn an_observed_system_reports_and_never_writes() {
     world.apply(&system("absent", "  managementPolicy: Observe\n"));
     world.wait_ready("system", "watched").await;
     world.wait_ready("system", "by-name").await;
-    assert_eq!(world.status_id("system", "watched").as_deref(), Some(id.as_str()));
-    assert_eq!(world.status_id("system", "by-name").as_deref(), Some(by_name.as_str()));
+    assert_eq!(
+        world.status_id("system", "watched").as_deref(),
+        Some(id.as_str())
+    );
+    assert_eq!(
+        world.status_id("system", "by-name").as_deref(),
+        Some(by_name.as_str())
+    );
     world
         .wait_reason("system", "absent", "Ready", "ObservedNotFound")
         .await;
@@ -503,7 +529,10 @@ async fn an_observed_system_reports_and_never_writes() {
 
     world.kubectl(&["delete", "system", "watched", "by-name", "absent"]);
     let a = world.a.state().await;
-    assert!(state_system(&a, &id).is_some(), "deleting the resource left it");
+    assert!(
+        state_system(&a, &id).is_some(),
+        "deleting the resource left it"
+    );
     assert!(state_system(&a, &by_name).is_some());
     assert_eq!(writes(&a), 0);
 }
@@ -561,8 +590,14 @@ async fn an_object_adopted_by_id_survives_its_resource_unless_told_otherwise() {
     world.wait_ready("system", "deleted").await;
     world.kubectl(&["delete", "system", "kept", "deleted"]);
     let a = world.a.state().await;
-    assert!(state_system(&a, &kept).is_some(), "adopted without deletionPolicy: kept");
-    assert!(state_system(&a, &deleted).is_none(), "deletionPolicy: Delete: deleted");
+    assert!(
+        state_system(&a, &kept).is_some(),
+        "adopted without deletionPolicy: kept"
+    );
+    assert!(
+        state_system(&a, &deleted).is_none(),
+        "deletionPolicy: Delete: deleted"
+    );
     let events = world.kubectl(&["get", "events", "-o", "json"]);
     assert!(
         events.contains("adopted by spec.systemId and deletionPolicy is not set"),
@@ -613,7 +648,7 @@ async fn adopting_deletes_no_scheme_and_rotations_keep_one_credential() {
     // description (so it is sent).
     world.apply(&format!(
         "{}    - id: oauth\n      type: oauth2\n      description: from Git\n      oauth2:\n        tokenUrl: https://auth.example/token\n        authorizeUrl: https://auth.example/authorize\n        grant: {{ type: authorizationCode, clientId: cid }}\n  systemId: {id}\n",
-        system("adopted", "").replace("  authSchemes:\n", "  authSchemes:\n")
+        system("adopted", "")
     ));
     world.wait_ready("system", "adopted").await;
     let a = world.a.state().await;
@@ -635,7 +670,10 @@ async fn adopting_deletes_no_scheme_and_rotations_keep_one_credential() {
         .as_array()
         .and_then(|all| all.iter().find(|s| s["type"] == "oauth2"))
         .expect("the oauth2 scheme");
-    assert_eq!(oauth["oauth2"]["description"], "from Git", "the spec was applied");
+    assert_eq!(
+        oauth["oauth2"]["description"], "from Git",
+        "the spec was applied"
+    );
     assert_eq!(
         oauth["oauth2"]["grant"]["authorizationCode"]["clientSecret"], "typed-in-the-ui",
         "the secret typed into the UI is kept"
@@ -668,7 +706,80 @@ async fn adopting_deletes_no_scheme_and_rotations_keep_one_credential() {
     }
     let a = world.a.state().await;
     let held = credentials_of(&a, &rotated, "oauth");
-    assert_eq!(held.len(), 1, "10 rotations left one credential, not 11: {held:?}");
+    assert_eq!(
+        held.len(),
+        1,
+        "10 rotations left one credential, not 11: {held:?}"
+    );
     assert_eq!(held[0]["data"]["clientSecret"], "rotation-10");
     world.kubectl(&["delete", "system", "adopted", "rotated", "--wait=false"]);
+}
+
+#[tokio::test]
+async fn a_slow_organisation_does_not_slow_the_other() {
+    let cluster = common::cluster().await;
+    let team_b = cluster.namespace("org-slow-b").await;
+    // Two calls in flight per organisation: were the cap shared, B's slow calls would hold
+    // every slot.
+    let world = {
+        let namespace = cluster.namespace("org-slow").await;
+        let a = Emulator::start(&seed());
+        let b = Emulator::start_with(
+            ORG_B,
+            &format!("token-b-{:016x}", rand::random::<u64>()),
+            &seed(),
+        );
+        let mut options = OperatorOptions::new(&namespace);
+        options
+            .env
+            .push(("WATCH_NAMESPACES".into(), format!("{namespace},{team_b}")));
+        options
+            .env
+            .push(("VERSORI_MAX_IN_FLIGHT".into(), "2".into()));
+        let operator = Operator::start(cluster, &a, &options);
+        World {
+            cluster,
+            namespace,
+            a,
+            b,
+            operator,
+        }
+    };
+    world.config_for_b(&team_b, "default", &world.b.token);
+    world
+        .wait_ready_in(&team_b, "versoriconfig", "default")
+        .await;
+    world
+        .b
+        .set_faults(json!({"latencyMs": 15000, "routes": ["POST /o/{org}/systems"]}))
+        .await;
+    for n in 0..4 {
+        world.apply_in(&team_b, &system(&format!("slow-{n}"), ""));
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await; // B's slots are taken
+    let started = Instant::now();
+    for n in 0..3 {
+        world.apply(&system(&format!("fast-{n}"), ""));
+    }
+    for n in 0..3 {
+        world.wait_ready("system", &format!("fast-{n}")).await;
+    }
+    // Ordering, not a stopwatch: A's Systems are Ready while every one of B's creates is still
+    // in flight (each takes 15 s); with one shared cap, A's calls would queue behind them.
+    let took = started.elapsed();
+    for n in 0..4 {
+        let (ready, _, _) = world
+            .condition_in(&team_b, "system", &format!("slow-{n}"), "Ready")
+            .unwrap_or_default();
+        assert_ne!(
+            ready, "True",
+            "slow-{n} in B finished before A's Systems ({took:?}): A waited for B's calls"
+        );
+    }
+    world.b.clear_faults().await;
+    for n in 0..4 {
+        world
+            .wait_ready_in(&team_b, "system", &format!("slow-{n}"))
+            .await;
+    }
 }

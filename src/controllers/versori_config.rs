@@ -228,6 +228,9 @@ pub fn controller<C: VersoriConfigKind>(
     Ok(controller)
 }
 
+/// What of a config wakes its users: generation, UID (a config made anew) and `Ready`.
+type ConfigState = (Option<i64>, Option<String>, Option<String>);
+
 /// A mapper for a managed kind's controller: the resources that use a config, when the
 /// config's spec, or whether it is Ready, changed (its other status writes wake nothing).
 pub fn users_of<K, C>(store: Store<K>) -> impl Fn(Arc<C>) -> Vec<ObjectRef<K>> + Send + Sync
@@ -235,8 +238,7 @@ where
     K: Managed,
     C: VersoriConfigKind,
 {
-    let seen: Mutex<HashMap<ConfigKey, (Option<i64>, Option<String>, Option<String>)>> =
-        Mutex::new(HashMap::new());
+    let seen: Mutex<HashMap<ConfigKey, ConfigState>> = Mutex::new(HashMap::new());
     move |config: Arc<C>| {
         let key = config.key();
         let state = (
@@ -278,5 +280,114 @@ fn uses<K: Managed>(obj: &K, key: &ConfigKey) -> bool {
             key.name == DEFAULT_CONFIG_NAME && key.namespace.as_deref() == Some(namespace.as_str())
         }
         (None, ConfigKind::ClusterVersoriConfig) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kube::api::ObjectMeta;
+
+    use super::*;
+    use crate::resources::{ConfigRef, System, SystemSpec};
+
+    fn system(namespace: &str, config_ref: Option<ConfigRef>) -> System {
+        let mut s = System::new(
+            "s",
+            SystemSpec {
+                name: None,
+                domain: "d".into(),
+                template_base_url: "https://d.example/".into(),
+                auth_schemes: Vec::new(),
+                labels: None,
+                system_id: None,
+                deletion_policy: None,
+                config_ref,
+                management_policy: None,
+                auth_schemes_policy: None,
+            },
+        );
+        s.metadata = ObjectMeta {
+            name: Some("s".into()),
+            namespace: Some(namespace.into()),
+            ..ObjectMeta::default()
+        };
+        s
+    }
+
+    fn reference(kind: ConfigKind, name: &str) -> Option<ConfigRef> {
+        Some(ConfigRef {
+            kind,
+            name: name.into(),
+        })
+    }
+
+    #[test]
+    fn a_resource_uses_the_config_it_names_or_its_namespaces_default() {
+        let team_a_default = ConfigKey::namespaced("team-a", "default");
+        let team_a_other = ConfigKey::namespaced("team-a", "other");
+        let shared = ConfigKey::cluster("shared");
+        let cases = [
+            (system("team-a", None), &team_a_default, true),
+            (system("team-b", None), &team_a_default, false),
+            (system("team-a", None), &team_a_other, false),
+            (system("team-a", None), &shared, false),
+            (
+                system("team-a", reference(ConfigKind::VersoriConfig, "other")),
+                &team_a_other,
+                true,
+            ),
+            (
+                system("team-a", reference(ConfigKind::VersoriConfig, "other")),
+                &team_a_default,
+                false,
+            ),
+            (
+                system("team-b", reference(ConfigKind::VersoriConfig, "other")),
+                &team_a_other,
+                false,
+            ),
+            (
+                system(
+                    "team-b",
+                    reference(ConfigKind::ClusterVersoriConfig, "shared"),
+                ),
+                &shared,
+                true,
+            ),
+            (
+                system("team-b", reference(ConfigKind::VersoriConfig, "shared")),
+                &shared,
+                false,
+            ),
+        ];
+        for (obj, key, want) in cases {
+            assert_eq!(
+                uses(&obj, key),
+                want,
+                "{:?} in {:?} and {key}",
+                obj.spec.config_ref,
+                obj.metadata.namespace
+            );
+        }
+    }
+
+    #[test]
+    fn config_keys_read_as_kind_namespace_and_name() {
+        assert_eq!(
+            ConfigKey::namespaced("team-a", "default").to_string(),
+            "VersoriConfig team-a/default"
+        );
+        assert_eq!(
+            ConfigKey::cluster("production").to_string(),
+            "ClusterVersoriConfig production"
+        );
+        let from = ConfigKey::from_ref(
+            "team-a",
+            &ConfigRef {
+                kind: ConfigKind::ClusterVersoriConfig,
+                name: "production".into(),
+            },
+        );
+        assert_eq!(from, ConfigKey::cluster("production"));
     }
 }
