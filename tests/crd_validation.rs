@@ -504,7 +504,73 @@ fn create_cases() -> Vec<(&'static str, String, &'static str)> {
             ),
             "must be the name of a Secret",
         ),
+        (
+            "config without an organisation",
+            versori_config("  tokenSecretRef: { name: t, key: token }\n"),
+            "spec.organisationId: Required value",
+        ),
+        (
+            "config organisation with a slash",
+            versori_config("  organisationId: a/b\n  tokenSecretRef: { name: t, key: token }\n"),
+            "must be a Versori organisation ID",
+        ),
+        (
+            "config API URL not a URL",
+            versori_config(
+                "  apiUrl: platform.versori.com\n  organisationId: o\n  tokenSecretRef: { name: t, key: token }\n",
+            ),
+            "must be an absolute http or https URL",
+        ),
+        (
+            "config token in a Secret that cannot exist",
+            versori_config("  organisationId: o\n  tokenSecretRef: { name: Token, key: token }\n"),
+            "must be the name of a Secret",
+        ),
+        (
+            "cluster config token without its namespace",
+            cluster_versori_config(
+                "  organisationId: o\n  tokenSecretRef: { name: t, key: token }\n",
+            ),
+            "spec.tokenSecretRef.namespace: Required value",
+        ),
+        (
+            "cluster config token in a namespace that cannot exist",
+            cluster_versori_config(
+                "  organisationId: o\n  tokenSecretRef: { namespace: Versori_System, name: t, key: token }\n",
+            ),
+            "must be a namespace name",
+        ),
+        (
+            "configRef of another kind",
+            system(&format!(
+                "{SYSTEM_BASE}  configRef: {{ kind: SecretStore, name: default }}\n"
+            )),
+            "spec.configRef.kind: Unsupported value",
+        ),
+        (
+            "managementPolicy not Manage or Observe",
+            system(&format!("{SYSTEM_BASE}  managementPolicy: ReadOnly\n")),
+            "spec.managementPolicy: Unsupported value",
+        ),
+        (
+            "authSchemesPolicy not Exclusive or Additive",
+            system(&format!("{SYSTEM_BASE}  authSchemesPolicy: Merge\n")),
+            "spec.authSchemesPolicy: Unsupported value",
+        ),
     ]
+}
+
+fn versori_config(spec: &str) -> String {
+    format!(
+        "apiVersion: versori.com/v1alpha1\nkind: VersoriConfig\nmetadata: {{ name: bad }}\nspec:\n{spec}"
+    )
+}
+
+fn cluster_versori_config(spec: &str) -> String {
+    format!(
+        "apiVersion: versori.com/v1alpha1\nkind: ClusterVersoriConfig\nmetadata: {{ name: bad-{:x} }}\nspec:\n{spec}",
+        rand::random::<u32>()
+    )
 }
 
 const OAUTH1_TOKEN_AUTH: &str = "{ consumerKey: k, consumerSecretRef: { name: s, key: k }, signatureMethod: sha256, tokenAuth: true }";
@@ -512,6 +578,24 @@ const OAUTH1_TOKEN_AUTH: &str = "{ consumerKey: k, consumerSecretRef: { name: s,
 /// Manifests users write that must be accepted: (what, manifest).
 fn accepted_cases() -> Vec<(&'static str, String)> {
     vec![
+        (
+            "a namespace's default config",
+            versori_config(
+                "  apiUrl: https://platform-staging.versori.com/api/v2\n  organisationId: 01HQORG0000000000000000000\n  tokenSecretRef: { name: versori-token, key: token }\n",
+            ),
+        ),
+        (
+            "a cluster config with its token in another namespace",
+            cluster_versori_config(
+                "  organisationId: prod-org\n  tokenSecretRef: { namespace: versori-system, name: versori-token, key: token }\n",
+            ),
+        ),
+        (
+            "an observed, adopted system in a cluster config's organisation",
+            system(&format!(
+                "{SYSTEM_BASE}  configRef: {{ kind: ClusterVersoriConfig, name: production }}\n  managementPolicy: Observe\n  authSchemesPolicy: Additive\n  systemId: 01KKBR46SH7JES8AZ14EEAK0CX\n"
+            )),
+        ),
         (
             "oauth2 without scopes or defaultScopes",
             system_with_scheme(

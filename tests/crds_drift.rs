@@ -14,10 +14,30 @@ fn crds_directory_matches_the_rust_types() {
 }
 
 #[test]
-fn crds_parse_and_name_the_three_kinds() {
+fn crds_parse_and_name_the_five_kinds() {
     let crds = versori_operator::resources::crds();
     let names: Vec<String> = crds.iter().map(|c| c.spec.names.kind.clone()).collect();
-    assert_eq!(names, ["System", "ProjectSystem", "Connection"]);
+    assert_eq!(
+        names,
+        [
+            "VersoriConfig",
+            "ClusterVersoriConfig",
+            "System",
+            "ProjectSystem",
+            "Connection"
+        ]
+    );
+    let scopes: Vec<&str> = crds.iter().map(|c| c.spec.scope.as_str()).collect();
+    assert_eq!(
+        scopes,
+        [
+            "Namespaced",
+            "Cluster",
+            "Namespaced",
+            "Namespaced",
+            "Namespaced"
+        ]
+    );
     for crd in &crds {
         let version = &crd.spec.versions[0];
         assert_eq!(version.name, "v1alpha1");
