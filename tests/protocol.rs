@@ -484,34 +484,28 @@ async fn two_operators_with_disjoint_label_selectors_split_the_objects() {
         message.contains("link0") && message.contains("versori.com/shard=b"),
         "{message}"
     );
-    // Each object was created by its own shard's operator, and only by it: the Created events
-    // carry the reporting instance (the operator's pod name).
-    let events: Value =
-        serde_json::from_str(&world.kubectl(&["get", "events.events.k8s.io", "-o", "json"]))
-            .expect("events as JSON");
-    let mut created: std::collections::BTreeMap<String, Vec<String>> = Default::default();
-    for event in events["items"].as_array().into_iter().flatten() {
-        if event["reason"] == "Created" {
-            let name = event["regarding"]["name"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned();
-            let by = event["reportingInstance"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned();
-            created.entry(name).or_default().push(by);
-        }
-    }
+    // Each object was created by its own shard's operator, and only by it: the create attempt
+    // annotation names the instance (the operator's pod name) that claimed it, and it stays as
+    // the record of the attempt once status holds the ID.
     for i in 0..20 {
         let own = if i % 2 == 0 { "shard-a" } else { "shard-b" };
-        let mut names = vec![format!("sys{i}"), format!("link{i}")];
-        names.extend((0..3).map(|c| format!("conn{i}-{c}")));
-        for name in names {
+        for (kind, name) in [
+            ("system".to_owned(), format!("sys{i}")),
+            ("projectsystem".to_owned(), format!("link{i}")),
+        ]
+        .into_iter()
+        .chain((0..3).map(|c| ("connection".to_owned(), format!("conn{i}-{c}"))))
+        {
+            let object: Value =
+                serde_json::from_str(&world.kubectl(&["get", &kind, &name, "-o", "json"]))
+                    .expect("the object as JSON");
+            let attempt: Value = object["metadata"]["annotations"]["versori.com/create-attempt"]
+                .as_str()
+                .and_then(|a| serde_json::from_str(a).ok())
+                .unwrap_or_default();
             assert_eq!(
-                created.get(&name).map(Vec::as_slice),
-                Some(&[own.to_owned()][..]),
-                "{name} created once, by {own}"
+                attempt["instance"], own,
+                "{kind} {name} created by {own}: {attempt}"
             );
         }
     }

@@ -1,12 +1,17 @@
-//! The create protocol's record on the resource (Crossplane's external-create-pending and
-//! external-create-succeeded annotations, tied to the resource's UID).
+//! The create protocol's record on the resource (Crossplane's external-create-pending
+//! annotation, tied to the resource's UID).
 //!
-//! - `versori.com/create-pending` is written, with the finalizer and a `resourceVersion`
+//! - `versori.com/create-attempt` is written, with the finalizer and a `resourceVersion`
 //!   precondition, right before the POST: of two writers only one gets it, the other sees a 409.
 //!   It names the attempt (operator instance, process, time) and what a later reconcile needs
 //!   to find, by name, an object the attempt may have made (its [locator](crate::controllers::reconciler::External::Locator)).
-//! - `versori.com/created` replaces it in one write once the POST answered: the new ID. From
-//!   then on the resource never adopts by name again.
+//! - The POST's answer, the new ID, goes into status with the reconcile's one status write
+//!   (one write per step: no separate record patch). From then on the recorded ID is looked at
+//!   first and the attempt annotation is only the history of the last attempt. Should that
+//!   status write be lost, the attempt is over and unrecorded: the next reconcile finds the
+//!   object by name and records it, as after a crash.
+//! - `versori.com/created` (the ID as an annotation) is what earlier versions wrote; it is still
+//!   read, and still written by the OAuth 2.0 callback, which creates outside the loop.
 //!
 //! Both carry the resource's UID: copied into another manifest (`kubectl get -o yaml`) they
 //! mean nothing.
@@ -16,13 +21,15 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-/// Annotation of an attempt to create the Versori object.
-pub const CREATE_PENDING: &str = "versori.com/create-pending";
+/// Annotation of the last attempt to create the Versori object.
+pub const CREATE_PENDING: &str = "versori.com/create-attempt";
+/// The same, as versions before it was renamed wrote it (read, never written).
+pub const LEGACY_CREATE_PENDING: &str = "versori.com/create-pending";
 /// Annotation of the Versori ID an attempt created.
 pub const CREATED: &str = "versori.com/created";
 /// The annotations the operator writes: changes to them never trigger a reconcile (the primary
 /// watch filters them). `versori.com/paused` is a person's, and does.
-pub const OWN_ANNOTATIONS: [&str; 2] = [CREATE_PENDING, CREATED];
+pub const OWN_ANNOTATIONS: [&str; 3] = [CREATE_PENDING, LEGACY_CREATE_PENDING, CREATED];
 
 /// The longest one create attempt may take, from the marker to the POST's answer (the wait for
 /// a Versori request slot included): the loop gives up on the POST after it.
@@ -82,6 +89,7 @@ impl Record {
     pub fn read(annotations: &BTreeMap<String, String>, uid: &str) -> Record {
         if let Some(pending) = annotations
             .get(CREATE_PENDING)
+            .or_else(|| annotations.get(LEGACY_CREATE_PENDING))
             .and_then(|v| serde_json::from_str::<Pending>(v).ok())
             .filter(|p| p.uid == uid)
         {

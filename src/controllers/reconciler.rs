@@ -37,7 +37,9 @@ use serde::de::DeserializeOwned;
 use super::conditions::{self, READY, Reason, SYNCED};
 use super::context::{Context, MANAGER};
 use super::error::Error;
-use super::marker::{self, ATTEMPT_TIMEOUT, CREATE_PENDING, CREATED, Pending, Record};
+use super::marker::{
+    self, ATTEMPT_TIMEOUT, CREATE_PENDING, CREATED, LEGACY_CREATE_PENDING, Pending, Record,
+};
 use super::organisations::Organisation;
 use super::secrets::SecretReader;
 use crate::resources::common::{CommonStatus, ConfigRef, DeletionPolicy, ManagementPolicy};
@@ -686,7 +688,9 @@ async fn apply<K: External, O: Ops<K>>(
             Ok(Action::requeue(ctx.resync_delay()))
         }
         Err(error) => {
-            if reasons::<K>(&mut status) != previous {
+            // Waiting for a dependency is no failure: the condition says it, and a Warning for
+            // every dependant of a System still being made would be noise (and a write each).
+            if reasons::<K>(&mut status) != previous && !matches!(error, Error::Waiting { .. }) {
                 ops.event(
                     obj,
                     EventType::Warning,
@@ -934,9 +938,9 @@ async fn adopt_interrupted<K: External, O: Ops<K>>(
     match found.len() {
         0 => Ok(None),
         1 => {
+            // Recorded by this reconcile's status write, with the rest of status.
             let observed = found.swap_remove(0);
             let id = K::id_of(&observed).to_owned();
-            record_created(ops, obj, &id).await?;
             ops.event(
                 obj,
                 EventType::Normal,
@@ -974,7 +978,8 @@ fn describe_locator<K: External>(locator: &K::Locator) -> String {
         .unwrap_or_default()
 }
 
-/// Ends an attempt in one write: the pending marker goes, the new ID is recorded.
+/// Ends an attempt created outside the loop in one write: the attempt marker goes, the new ID
+/// is recorded as an annotation (no status write of the loop follows it).
 async fn record_created<K: Managed, O: Ops<K>>(ops: &O, obj: &K, id: &str) -> Result<(), Error> {
     let uid = obj.uid().unwrap_or_default();
     // No resourceVersion precondition: this write must land even though the resource changed
@@ -984,6 +989,7 @@ async fn record_created<K: Managed, O: Ops<K>>(ops: &O, obj: &K, id: &str) -> Re
         None,
         serde_json::json!({ "annotations": {
             CREATE_PENDING: serde_json::Value::Null,
+            LEGACY_CREATE_PENDING: serde_json::Value::Null,
             CREATED: marker::created_annotation(&uid, id),
         }}),
     )
@@ -1009,6 +1015,7 @@ async fn create<K: External, O: Ops<K>>(
     if !K::UNIQUE_NAMES || after_gone {
         let found = obj.find_by_name(rc, &locator).await?;
         if let Some(other) = found.first() {
+            abandon_attempt(ops, obj, false).await?;
             return Err(already_exists::<K>(&locator, K::id_of(other)));
         }
     }
@@ -1017,6 +1024,8 @@ async fn create<K: External, O: Ops<K>>(
     let created = match tokio::time::timeout(ATTEMPT_TIMEOUT, obj.create(rc, desired)).await {
         Ok(Ok(created)) => created,
         Ok(Err(error)) if K::UNIQUE_NAMES && is_versori_conflict(&error) => {
+            // The attempt made nothing: the name is someone else's.
+            abandon_attempt(ops, obj, true).await?;
             let found = obj.find_by_name(rc, &locator).await?;
             let id = found
                 .first()
@@ -1032,17 +1041,40 @@ async fn create<K: External, O: Ops<K>>(
             });
         }
     };
-    let id = K::id_of(&created).to_owned();
-    record_created(ops, obj, &id).await?;
-    ops.event(
-        obj,
-        EventType::Normal,
-        "Created",
-        "Create",
-        format!("created Versori {} {id}", K::WHAT),
-    )
-    .await;
+    // The ID goes into status with the reconcile's one status write (`sync` records it at
+    // once, so a later step failing still writes it). No event: the `Ready` condition's
+    // transition and the log say it, and an event per create would be a kube write per object.
+    tracing::info!(kind = K::KIND, name = %obj.name_any(), id = K::id_of(&created), "created the Versori {}", K::WHAT);
     Ok(created)
+}
+
+/// Ends an attempt known to have made nothing because the name is taken (or an earlier one,
+/// spent, whose object vanished): its marker goes, so that no later reconcile takes the
+/// same-named object for what the attempt made and adopts (or deletes) it. Nothing to do when
+/// there is no marker.
+/// `claimed`: this reconcile wrote a marker (the cached copy predates it).
+async fn abandon_attempt<K: Managed, O: Ops<K>>(
+    ops: &O,
+    obj: &K,
+    claimed: bool,
+) -> Result<(), Error> {
+    let marked = [CREATE_PENDING, LEGACY_CREATE_PENDING, CREATED]
+        .iter()
+        .any(|key| obj.annotations().contains_key(*key));
+    if !(marked || claimed) {
+        return Ok(());
+    }
+    ops.patch_metadata(
+        obj,
+        None,
+        serde_json::json!({ "annotations": {
+            CREATE_PENDING: serde_json::Value::Null,
+            LEGACY_CREATE_PENDING: serde_json::Value::Null,
+            CREATED: serde_json::Value::Null,
+        }}),
+    )
+    .await
+    .map(|_| ())
 }
 
 /// Claims a create attempt: the pending marker and the finalizer in one write, on
@@ -1065,6 +1097,7 @@ async fn claim_attempt<K: External, O: Ops<K>>(
             "finalizers": finalizers_with(rc.obj),
             "annotations": {
                 CREATE_PENDING: pending.to_annotation(),
+                LEGACY_CREATE_PENDING: serde_json::Value::Null,
                 CREATED: serde_json::Value::Null,
             },
         }),

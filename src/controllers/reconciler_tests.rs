@@ -583,24 +583,19 @@ fn cases() -> Vec<Case> {
     let ready = |id| with_finalizer(recorded(widget(), id, true));
     vec![
         Case {
-            name: "absent: marker and finalizer in one write, POST, record in one write",
+            name: "absent: marker and finalizer in one write, POST, the ID recorded with status",
             given: widget(),
             stored: None,
             things: vec![],
             faults: (None, None, None),
             expect: Expect {
                 calls: &["create thing"],
-                writes: &[
-                    "metadata annotations+finalizers",
-                    "metadata annotations",
-                    "status",
-                ],
-                events: &["Created"],
+                writes: &["metadata annotations+finalizers", "status"],
                 ready: Some(("True", Reason::Available)),
                 synced: Some(Reason::ReconcileSuccess),
                 id: Some("ID1"),
                 things: &[("ID1", "thing", "v1")],
-                created: Some("uid-1/ID1"),
+                pending_left: true,
                 ..Expect::default()
             },
         },
@@ -616,16 +611,12 @@ fn cases() -> Vec<Case> {
             faults: (None, None, None),
             expect: Expect {
                 calls: &["create thing", "update ID1"],
-                writes: &[
-                    "metadata annotations+finalizers",
-                    "metadata annotations",
-                    "status",
-                ],
-                events: &["Created", "Updated"],
+                writes: &["metadata annotations+finalizers", "status"],
+                events: &["Updated"],
                 ready: Some(("True", Reason::Available)),
                 id: Some("ID1"),
                 things: &[("ID1", "thing", "set-later")],
-                created: Some("uid-1/ID1"),
+                pending_left: true,
                 ..Expect::default()
             },
         },
@@ -679,15 +670,10 @@ fn cases() -> Vec<Case> {
             faults: (None, None, None),
             expect: Expect {
                 calls: &["get X", "find thing", "create thing"],
-                writes: &[
-                    "metadata annotations+finalizers",
-                    "metadata annotations",
-                    "status",
-                ],
-                events: &["Created"],
+                writes: &["metadata annotations+finalizers", "status"],
                 id: Some("ID1"),
                 things: &[("ID1", "thing", "v1")],
-                created: Some("uid-1/ID1"),
+                pending_left: true,
                 ..Expect::default()
             },
         },
@@ -715,11 +701,14 @@ fn cases() -> Vec<Case> {
             faults: (None, None, None),
             expect: Expect {
                 calls: &["create thing", "find thing"],
-                writes: &["metadata annotations+finalizers", "status"],
+                writes: &[
+                    "metadata annotations+finalizers",
+                    "metadata annotations",
+                    "status",
+                ],
                 events: &["AlreadyExists"],
                 error: Some(Reason::AlreadyExists),
                 things: &[("S", "thing", "someone's")],
-                pending_left: true,
                 ..Expect::default()
             },
         },
@@ -735,11 +724,14 @@ fn cases() -> Vec<Case> {
             faults: (None, None, None),
             expect: Expect {
                 calls: &["create thing", "find thing"],
-                writes: &["metadata annotations+finalizers", "status"],
+                writes: &[
+                    "metadata annotations+finalizers",
+                    "metadata annotations",
+                    "status",
+                ],
                 events: &["AlreadyExists"],
                 error: Some(Reason::AlreadyExists),
                 things: &[("S", "thing", "someone's")],
-                pending_left: true,
                 ..Expect::default()
             },
         },
@@ -794,11 +786,11 @@ fn cases() -> Vec<Case> {
             faults: (None, None, None),
             expect: Expect {
                 calls: &["find thing"],
-                writes: &["metadata annotations", "status"],
+                writes: &["status"],
                 events: &["Adopted"],
                 id: Some("P"),
                 things: &[("P", "thing", "v1")],
-                created: Some("uid-1/P"),
+                pending_left: true,
                 ..Expect::default()
             },
         },
@@ -814,15 +806,10 @@ fn cases() -> Vec<Case> {
             faults: (None, None, None),
             expect: Expect {
                 calls: &["find thing", "create thing"],
-                writes: &[
-                    "metadata annotations+finalizers",
-                    "metadata annotations",
-                    "status",
-                ],
-                events: &["Created"],
+                writes: &["metadata annotations+finalizers", "status"],
                 id: Some("ID1"),
                 things: &[("ID1", "thing", "v1")],
-                created: Some("uid-1/ID1"),
+                pending_left: true,
                 ..Expect::default()
             },
         },
@@ -874,15 +861,10 @@ fn cases() -> Vec<Case> {
             faults: (None, None, None),
             expect: Expect {
                 calls: &["find thing", "create thing"],
-                writes: &[
-                    "metadata annotations+finalizers",
-                    "metadata annotations",
-                    "status",
-                ],
-                events: &["Created"],
+                writes: &["metadata annotations+finalizers", "status"],
                 id: Some("ID1"),
                 things: &[("ID1", "thing", "v1")],
-                created: Some("uid-1/ID1"),
+                pending_left: true,
                 ..Expect::default()
             },
         },
@@ -1000,6 +982,25 @@ fn cases() -> Vec<Case> {
                 events: &["Deleted"],
                 id: Some("X"),
                 finalizer: false,
+                ..Expect::default()
+            },
+        },
+        Case {
+            name: "recorded object gone, a stranger took the name: refused, the spent marker goes",
+            given: with_annotation(
+                ready("X"),
+                CREATE_PENDING,
+                pending_by("pod-a", Duration::from_secs(600)),
+            ),
+            stored: None,
+            things: vec![thing("S", "thing", "someone's")],
+            faults: (None, None, None),
+            expect: Expect {
+                calls: &["get X", "find thing"],
+                writes: &["metadata annotations", "status"],
+                events: &["AlreadyExists"],
+                error: Some(Reason::AlreadyExists),
+                things: &[("S", "thing", "someone's")],
                 ..Expect::default()
             },
         },
