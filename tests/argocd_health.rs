@@ -21,7 +21,13 @@ use strum::IntoEnumIterator;
 use versori_operator::controllers::conditions::{Health, Reason};
 
 const MANIFEST_DIR: &str = env!("CARGO_MANIFEST_DIR");
-const KINDS: [&str; 3] = ["System", "ProjectSystem", "Connection"];
+const KINDS: [&str; 5] = [
+    "System",
+    "ProjectSystem",
+    "Connection",
+    "VersoriConfig",
+    "ClusterVersoriConfig",
+];
 const HEALTH: [&str; 4] = ["Healthy", "Progressing", "Degraded", "Suspended"];
 const UPDATE: &str = "UPDATE_ARGOCD_FILES";
 
@@ -209,8 +215,8 @@ fn object(kind: &str, generation: i64, ready: &str, reason: &str, message: &str)
 
 // ---------------------------------------------------------------------------- generated files
 
-const GENERATED_NOTE: &str = "# Generated from health-System.lua, health-ProjectSystem.lua and health-Connection.lua by\n\
-# tests/argocd_health.rs: edit the scripts, then run `UPDATE_ARGOCD_FILES=1 cargo test --test argocd_health`.\n";
+const GENERATED_NOTE: &str = "# Generated from the health-<Kind>.lua scripts by tests/argocd_health.rs: edit the scripts,\n\
+# then run `UPDATE_ARGOCD_FILES=1 cargo test --test argocd_health`.\n";
 
 fn config_key(kind: &str) -> String {
     format!("resource.customizations.health.versori.com_{kind}")
@@ -247,8 +253,9 @@ fn script_entries(keys_indent: usize) -> String {
 
 fn render_configmap_patch() -> String {
     format!(
-        "# Argo CD health checks for System, ProjectSystem and Connection (versori.com/v1alpha1), to merge\n\
-         # into Argo CD's argocd-cm ConfigMap (docs/argocd.md):\n\
+        "# Argo CD health checks for System, ProjectSystem, Connection, VersoriConfig and\n\
+         # ClusterVersoriConfig (versori.com/v1alpha1), to merge into Argo CD's argocd-cm ConfigMap\n\
+         # (docs/argocd.md):\n\
          #   kubectl -n argocd patch configmap argocd-cm --type merge \\\n\
          #     --patch-file charts/versori-operator/argocd/argocd-cm-patch.yaml\n\
          {GENERATED_NOTE}\
@@ -262,8 +269,9 @@ fn render_configmap_patch() -> String {
 
 fn render_helm_values() -> String {
     format!(
-        "# Argo CD health checks for System, ProjectSystem and Connection (versori.com/v1alpha1), as values\n\
-         # for the argo-cd Helm chart (docs/argocd.md):\n\
+        "# Argo CD health checks for System, ProjectSystem, Connection, VersoriConfig and\n\
+         # ClusterVersoriConfig (versori.com/v1alpha1), as values for the argo-cd Helm chart\n\
+         # (docs/argocd.md):\n\
          #   helm upgrade argocd argo/argo-cd -n argocd --reuse-values \\\n\
          #     -f charts/versori-operator/argocd/argo-cd-values.yaml\n\
          {GENERATED_NOTE}\
@@ -360,7 +368,7 @@ fn scripts_differ_only_in_their_kind() {
             .join("\n")
     };
     let system = logic("System");
-    for kind in ["ProjectSystem", "Connection"] {
+    for kind in KINDS.into_iter().skip(1) {
         assert!(
             logic(kind) == system,
             "health-{kind}.lua and health-System.lua differ beyond the kind"
@@ -549,7 +557,87 @@ fn edge_cases() {
         // An empty message falls back to the reason.
         let (_, message) = health(kind, &object(kind, 1, "False", "SecretNotFound", ""));
         assert_eq!(message, "SecretNotFound");
+
+        paused_edge_cases(kind);
     }
+}
+
+/// `versori.com/paused: "true"`: Synced=False reason Paused, Ready kept as it was.
+fn paused_edge_cases(kind: &str) {
+    const HELD: &str = "the versori.com/paused annotation is \"true\": nothing is written";
+    let paused = |ready: Option<(&str, &str)>, generation: i64, ready_generation: i64| {
+        let mut object = object(
+            kind,
+            generation,
+            "True",
+            "Available",
+            "Versori object has ID X",
+        );
+        object["metadata"]["annotations"] = serde_json::json!({ "versori.com/paused": "true" });
+        let synced = serde_json::json!({
+            "type": "Synced", "status": "False", "reason": "Paused", "message": HELD,
+            "observedGeneration": generation, "lastTransitionTime": "2026-01-01T00:00:00Z",
+        });
+        let conditions = object["status"]["conditions"]
+            .as_array_mut()
+            .expect("conditions");
+        match ready {
+            Some((status, reason)) => {
+                conditions[0]["status"] = status.into();
+                conditions[0]["reason"] = reason.into();
+                conditions[0]["observedGeneration"] = ready_generation.into();
+            }
+            None => conditions.clear(),
+        }
+        conditions.push(synced);
+        object
+    };
+    // Ready kept True, False for any reason, or never set (paused from the start): Suspended,
+    // with Synced's message.
+    for ready in [
+        Some(("True", "Available")),
+        Some(("False", "SecretNotFound")),
+        Some(("False", "VersoriAPIError")),
+        None,
+    ] {
+        let message = assert_health(
+            kind,
+            &paused(ready, 4, 4),
+            "Suspended",
+            &format!("paused, Ready {ready:?}"),
+        );
+        assert_eq!(message, HELD);
+    }
+    // A spec change held by the pause: Ready is for an older generation, still Suspended.
+    assert_health(
+        kind,
+        &paused(Some(("True", "Available")), 5, 4),
+        "Suspended",
+        "paused, Ready behind",
+    );
+    // A deletion held by the pause (the finalizer stays): Suspended.
+    let mut deleting = paused(Some(("True", "Available")), 4, 4);
+    deleting["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z".into();
+    assert_health(kind, &deleting, "Suspended", "paused while deleting");
+    // An empty message falls back to the reason.
+    let mut bare = paused(None, 4, 4);
+    bare["status"]["conditions"][0]["message"] = "".into();
+    let message = assert_health(kind, &bare, "Suspended", "paused, no message");
+    assert_eq!(message, "Paused");
+    // The annotation removed, the operator not caught up yet: Progressing, not Healthy.
+    for annotations in [
+        serde_json::json!({}),
+        serde_json::json!({ "versori.com/paused": "false" }),
+    ] {
+        let mut resumed = paused(Some(("True", "Available")), 4, 4);
+        resumed["metadata"]["annotations"] = annotations;
+        let message = assert_health(kind, &resumed, "Progressing", "unpaused, Synced stale");
+        assert!(message.contains("paused"), "{message}");
+    }
+    // The annotation alone, before the operator has seen it: judged as usual.
+    let mut annotated = object(kind, 4, "True", "Available", "ok");
+    annotated["metadata"]["annotations"] = serde_json::json!({ "versori.com/paused": "true" });
+    assert_health(kind, &annotated, "Healthy", "annotated, not yet held");
 }
 
 /// `testdata/<Health>/*.json`: objects recorded from the operator by the cluster test below.
@@ -622,11 +710,23 @@ impl Recorder {
 
     /// Polls until `kind/name`'s Ready condition has `reason` and returns the object.
     fn wait_reason(&self, operator: &Operator, kind: &str, name: &str, reason: &str) -> Value {
+        self.wait_condition(operator, kind, name, "Ready", reason)
+    }
+
+    /// Polls until `kind/name`'s condition `type_` has `reason` and returns the object.
+    fn wait_condition(
+        &self,
+        operator: &Operator,
+        kind: &str,
+        name: &str,
+        type_: &str,
+        reason: &str,
+    ) -> Value {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let object = self.get(kind, name);
-            let current =
-                ready(&object).map(|c| c["reason"].as_str().unwrap_or_default().to_owned());
+            let current = condition(&object, type_)
+                .map(|c| c["reason"].as_str().unwrap_or_default().to_owned());
             if current.as_deref() == Some(reason) {
                 return object;
             }
@@ -634,7 +734,7 @@ impl Recorder {
                 let logs = operator.logs();
                 let tail: Vec<&str> = logs.lines().rev().take(30).collect();
                 panic!(
-                    "{kind}/{name} did not reach reason {reason} in 60 s (now {current:?})\noperator log tail:\n{}",
+                    "{kind}/{name} did not reach {type_} reason {reason} in 60 s (now {current:?})\noperator log tail:\n{}",
                     tail.into_iter().rev().collect::<Vec<_>>().join("\n")
                 );
             }
@@ -669,10 +769,14 @@ impl Recorder {
 }
 
 fn ready(object: &Value) -> Option<&Value> {
+    condition(object, "Ready")
+}
+
+fn condition<'a>(object: &'a Value, type_: &str) -> Option<&'a Value> {
     object["status"]["conditions"]
         .as_array()?
         .iter()
-        .find(|c| c["type"] == "Ready")
+        .find(|c| c["type"] == type_)
 }
 
 /// The resources reach each state through the real operator and emulator; the scripts judge
@@ -777,6 +881,57 @@ spec:
     let message = r.check(object, "Suspended", "connection-authorization-required");
     assert!(message.contains("authorization code"), "{message}");
 
+    // Versori configs: Ready when the token reaches the organisation, Degraded without the
+    // token's Secret. Not named `default`, so the examples keep the operator's own settings.
+    let cluster_config = common::unique_name("argocd-health");
+    r.apply(&format!(
+        r#"apiVersion: v1
+kind: Secret
+metadata: {{ name: other-token }}
+stringData: {{ token: "{token}" }}
+---
+apiVersion: versori.com/v1alpha1
+kind: VersoriConfig
+metadata: {{ name: other }}
+spec:
+  apiUrl: {url}
+  organisationId: {organisation}
+  tokenSecretRef: {{ name: other-token, key: token }}
+---
+apiVersion: versori.com/v1alpha1
+kind: VersoriConfig
+metadata: {{ name: no-token }}
+spec:
+  apiUrl: {url}
+  organisationId: {organisation}
+  tokenSecretRef: {{ name: no-such-token, key: token }}
+---
+apiVersion: versori.com/v1alpha1
+kind: ClusterVersoriConfig
+metadata: {{ name: {cluster_config} }}
+spec:
+  apiUrl: {url}
+  organisationId: {organisation}
+  tokenSecretRef: {{ namespace: {namespace}, name: other-token, key: token }}
+"#,
+        token = emulator.token,
+        url = emulator.base_url,
+        organisation = emulator.organisation,
+        namespace = r.namespace,
+    ));
+    let object = r.wait_reason(&operator, "versoriconfig", "other", "Available");
+    r.check(object, "Healthy", "versoriconfig-ready");
+    let object = r.wait_reason(&operator, "versoriconfig", "no-token", "SecretNotFound");
+    let message = r.check(object, "Degraded", "versoriconfig-secret-not-found");
+    assert!(message.contains("no-such-token"), "{message}");
+    let object = r.wait_reason(
+        &operator,
+        "clusterversoriconfig",
+        &cluster_config,
+        "Available",
+    );
+    r.check(object, "Healthy", "clusterversoriconfig-ready");
+
     // With the operator stopped, nothing catches up with a spec change or a new resource.
     operator.kill();
     // Generation behind: a real spec patch of a Ready Connection (not an edited fixture).
@@ -852,6 +1007,13 @@ spec:
         "Synced says why the delete waits"
     );
     r.check(object, "Progressing", "system-deleting-in-use");
+
+    // Paused: the System made while no operator ran is Ready now; the annotation holds it.
+    r.wait_reason(&operator, "system", "fresh", "Available");
+    r.kubectl(&["annotate", "system", "fresh", "versori.com/paused=true"]);
+    let object = r.wait_condition(&operator, "system", "fresh", "Synced", "Paused");
+    let message = r.check(object, "Suspended", "system-paused");
+    assert!(message.contains("versori.com/paused"), "{message}");
 
     if updating() {
         r.write_fixtures();

@@ -1,5 +1,6 @@
 -- Argo CD health check for versori.com/v1alpha1 ProjectSystem (resource.customizations.health.versori.com_ProjectSystem).
--- The three health-*.lua files differ only in the `kind` line; argocd-cm-patch.yaml and
+-- The five health-*.lua files (System, ProjectSystem, Connection, VersoriConfig,
+-- ClusterVersoriConfig) differ only in the `kind` line; argocd-cm-patch.yaml and
 -- argo-cd-values.yaml are generated from them (tests/argocd_health.rs). Verdicts: docs/conditions.md.
 -- Runs on Argo CD's gopher-lua (Lua 5.1) with only the base library: no string, os or math calls.
 local kind = "ProjectSystem"
@@ -19,12 +20,14 @@ local waiting = {
   KubernetesAPIError = true,
 }
 
--- Waiting on an external event that only a person can bring about (authorizing in a browser).
+-- Waiting on an external event that only a person can bring about (authorizing in a browser,
+-- removing the versori.com/paused annotation).
 local suspended = {
   AuthorizationRequired = true,
+  Paused = true,
 }
 
--- Failures that stay until someone changes the spec, a Secret, or Versori.
+-- Failures that stay until someone changes the spec, a Secret, a Versori config, or Versori.
 local degraded = {
   SecretNotFound = true,
   InvalidSecret = true,
@@ -36,6 +39,11 @@ local degraded = {
   ProjectNotFound = true,
   EnvironmentNotFound = true,
   SystemNotFound = true,
+  ConfigNotFound = true,
+  ConfigUnusable = true,
+  DependencyInOtherOrganisation = true,
+  OrganisationChanged = true,
+  ObservedNotFound = true,
   ExternalIdMismatch = true,
   UnsupportedAuthScheme = true,
   AlreadyExists = true,
@@ -74,6 +82,22 @@ local function assess(obj)
       end
     end
   end
+
+  -- Paused (versori.com/paused: "true"): Synced says so and Ready keeps its last value, which may
+  -- be for an older spec. Nothing reaches Versori, deletion included, until the annotation goes.
+  if type(synced) == "table" and synced.status == "False" and synced.reason == "Paused" then
+    local annotations = metadata.annotations
+    if type(annotations) == "table" and annotations["versori.com/paused"] == "true" then
+      local why = synced.message
+      if type(why) ~= "string" or why == "" then
+        why = "Paused"
+      end
+      return verdict("Suspended", why)
+    end
+    return verdict("Progressing", "Waiting for the operator to apply the changes held while this "
+      .. kind .. " was paused")
+  end
+
   if ready == nil then
     return verdict("Progressing", "Waiting for the operator to reconcile this " .. kind)
   end
