@@ -161,6 +161,34 @@ fn grants_secrets(roles: &[&Value]) -> bool {
     })
 }
 
+/// Whether a rule of `role` grants `verb` on `resource` (in the versori.com or core group).
+fn grants(role: &Value, resource: &str, verb: &str) -> bool {
+    role["rules"].as_array().into_iter().flatten().any(|rule| {
+        let has = |field: &str, want: &str| {
+            rule[field]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|v| v == want || v == "*")
+        };
+        has("resources", resource) && has("verbs", verb)
+    })
+}
+
+/// The (Cluster)Role of `kind` whose name ends with `suffix`.
+fn named<'a>(documents: &'a [Value], kind: &str, suffix: &str) -> &'a Value {
+    let found: Vec<&Value> = of_kind(documents, kind)
+        .into_iter()
+        .filter(|d| {
+            d["metadata"]["name"]
+                .as_str()
+                .is_some_and(|n| n.ends_with(suffix))
+        })
+        .collect();
+    assert_eq!(found.len(), 1, "expected one {kind} named *{suffix}: {found:?}");
+    found[0]
+}
+
 /// `kubectl apply --dry-run=server` of `documents`; returns stderr (warnings).
 fn dry_run_apply(cluster: &TestCluster, documents: &[&Value]) -> String {
     let output = cluster.kubectl_apply_stdin(&to_yaml(documents), &["--dry-run=server"]);
@@ -276,8 +304,12 @@ fn chart_lints_strictly() {
 
 #[test]
 fn schema_refuses_bad_values_with_clear_messages() {
-    let cases: [(&str, &[&str]); 9] = [
+    let cases: [(&str, &[&str]); 10] = [
         ("logFormat: xml\n", &["/logFormat", "'json', 'text'"]),
+        (
+            "clusterConfigSecretNamespaces: [Versori_System]\n",
+            &["/clusterConfigSecretNamespaces/0"],
+        ),
         (
             "replicaCount: 2\n",
             &["additional properties 'replicaCount'"],
@@ -401,6 +433,63 @@ fn readme_documents_every_value() {
     );
 }
 
+/// The rules for the config kinds, in any mode: VersoriConfigs where the operator watches (read,
+/// status patched), ClusterVersoriConfigs cluster-wide (read, status patched, nothing else), and
+/// for people view of both and edit of VersoriConfigs only.
+fn check_config_rbac(docs: &[Value]) {
+    let cluster_configs = named(docs, "ClusterRole", "-cluster-configs");
+    for verb in ["get", "list", "watch"] {
+        assert!(grants(cluster_configs, "clusterversoriconfigs", verb), "{verb}");
+    }
+    assert!(grants(
+        cluster_configs,
+        "clusterversoriconfigs/status",
+        "patch"
+    ));
+    assert_eq!(
+        cluster_configs["rules"].as_array().map(Vec::len),
+        Some(2),
+        "nothing else cluster-wide: {cluster_configs:?}"
+    );
+    for verb in ["create", "update", "delete"] {
+        assert!(!grants(cluster_configs, "clusterversoriconfigs", verb), "{verb}");
+    }
+    let binding = named(docs, "ClusterRoleBinding", "-cluster-configs");
+    assert_eq!(binding["roleRef"]["name"], cluster_configs["metadata"]["name"]);
+    let watch_roles: Vec<&Value> = of_kind(docs, "ClusterRole")
+        .into_iter()
+        .chain(of_kind(docs, "Role"))
+        // The operator's: it watches and patches (people's view watches, edit patches).
+        .filter(|r| grants(r, "connections", "watch") && grants(r, "connections", "patch"))
+        .collect();
+    assert!(!watch_roles.is_empty());
+    for role in watch_roles {
+        for verb in ["get", "list", "watch"] {
+            assert!(grants(role, "versoriconfigs", verb), "{verb}");
+        }
+        assert!(grants(role, "versoriconfigs/status", "patch"));
+        assert!(!grants(role, "versoriconfigs", "delete"));
+    }
+    let view = named(docs, "ClusterRole", "-view");
+    let edit = named(docs, "ClusterRole", "-edit");
+    for kind in [
+        "systems",
+        "projectsystems",
+        "connections",
+        "versoriconfigs",
+        "clusterversoriconfigs",
+    ] {
+        assert!(grants(view, kind, "list"), "view {kind}");
+    }
+    assert!(grants(edit, "versoriconfigs", "create"));
+    for verb in ["create", "update", "patch", "delete"] {
+        assert!(
+            !grants(edit, "clusterversoriconfigs", verb),
+            "namespace editors must not {verb} ClusterVersoriConfigs"
+        );
+    }
+}
+
 #[test]
 fn rendering_follows_the_values() {
     // Defaults: one replica, no leader election (so no overlap on rollout), a ClusterRole, no
@@ -461,6 +550,54 @@ fn rendering_follows_the_values() {
     );
     assert!(grants_secrets(&of_kind(&docs, "ClusterRole")));
     assert_eq!(of_kind(&docs, "ServiceMonitor").len(), 0);
+    check_config_rbac(&docs);
+
+    // watchNamespaces with clusterConfigSecretNamespaces: get on Secrets (only) in each config
+    // namespace that is not watched already, and Events in `default` (those of cluster-scoped
+    // objects go there).
+    let docs = render(
+        "vo",
+        "versori-system",
+        "watchNamespaces: [team-a, team-b]\nclusterConfigSecretNamespaces: [versori-system, team-a, vault]\n",
+    );
+    check_config_rbac(&docs);
+    let config_secrets: Vec<&Value> = of_kind(&docs, "Role")
+        .into_iter()
+        .filter(|r| r["metadata"]["name"] == "vo-versori-operator-config-secrets")
+        .collect();
+    let namespaces: Vec<&str> = config_secrets
+        .iter()
+        .map(|r| r["metadata"]["namespace"].as_str().unwrap())
+        .collect();
+    assert_eq!(namespaces, ["versori-system", "vault"]);
+    for role in &config_secrets {
+        assert_eq!(
+            role["rules"],
+            serde_json::json!([{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}])
+        );
+    }
+    let events = named(&docs, "Role", "-config-events");
+    assert_eq!(events["metadata"]["namespace"], "default");
+    assert!(grants(events, "events", "create") && !grants_secrets(&[events]));
+    assert!(!grants_secrets(&of_kind(&docs, "ClusterRole")));
+    for binding in of_kind(&docs, "RoleBinding") {
+        assert_eq!(binding["subjects"][0]["name"], "vo-versori-operator");
+        assert_eq!(binding["subjects"][0]["namespace"], "versori-system");
+    }
+    // Watching `default` itself: its Role covers the events; no second Role there.
+    let docs = render("vo", "versori-system", "watchNamespaces: [default]\n");
+    assert!(
+        of_kind(&docs, "Role")
+            .iter()
+            .all(|r| !r["metadata"]["name"].as_str().unwrap().ends_with("-config-events"))
+    );
+    // Cluster-wide, the ClusterRole reads Secrets everywhere: the value adds nothing.
+    let docs = render(
+        "vo",
+        "versori-system",
+        "clusterConfigSecretNamespaces: [versori-system]\n",
+    );
+    assert_eq!(of_kind(&docs, "Role").len(), 1, "only the hash key Role");
 
     // The chart's own token Secret, mounted as a file.
     let docs = render("vo", "versori-system", "versori:\n  token: s3cr3t\n");
@@ -777,32 +914,44 @@ async fn renders_are_accepted_by_the_apiserver() {
     let release_ns = cluster.namespace("chart-ns").await;
     let team_a = cluster.namespace("chart-team-a").await;
     let team_b = cluster.namespace("chart-team-b").await;
+    let config_ns = cluster.namespace("chart-config-secrets").await;
     let docs = render(
         "scoped",
         &release_ns,
-        &format!("watchNamespaces: [{team_a}, {team_b}]\n"),
+        &format!(
+            "watchNamespaces: [{team_a}, {team_b}]\nclusterConfigSecretNamespaces: [{config_ns}]\n"
+        ),
     );
-    // The watch Roles, plus the one reading only the hash key Secret in the release namespace.
+    // The watch Roles (besides them: the hash key Role in the release namespace, get on Secrets
+    // in the config namespace, Events in `default`).
     let roles: Vec<&Value> = of_kind(&docs, "Role")
         .into_iter()
-        .filter(|r| {
-            !r["metadata"]["name"]
-                .as_str()
-                .is_some_and(|n| n.ends_with("-hash-key"))
-        })
+        .filter(|r| r["metadata"]["name"] == "scoped-versori-operator")
         .collect();
     let role_namespaces: Vec<&str> = roles
         .iter()
         .map(|r| r["metadata"]["namespace"].as_str().unwrap())
         .collect();
     assert_eq!(role_namespaces, [team_a.as_str(), team_b.as_str()]);
-    assert_eq!(of_kind(&docs, "RoleBinding").len(), 3);
+    assert_eq!(of_kind(&docs, "Role").len(), 5);
+    assert_eq!(of_kind(&docs, "RoleBinding").len(), 5);
     assert!(grants_secrets(&roles));
+    assert_eq!(
+        named(&docs, "Role", "-config-secrets")["metadata"]["namespace"],
+        config_ns.as_str()
+    );
     assert!(
         !grants_secrets(&of_kind(&docs, "ClusterRole")),
         "a ClusterRole grants Secrets although watchNamespaces is set"
     );
-    assert!(of_kind(&docs, "ClusterRoleBinding").is_empty());
+    // The one cluster-wide binding: ClusterVersoriConfigs, a cluster-scoped kind.
+    let cluster_bindings = of_kind(&docs, "ClusterRoleBinding");
+    assert_eq!(cluster_bindings.len(), 1, "{cluster_bindings:?}");
+    assert!(
+        cluster_bindings[0]["roleRef"]["name"]
+            .as_str()
+            .is_some_and(|n| n.ends_with("-cluster-configs"))
+    );
     assert_eq!(
         env_value(operator_container(&docs), "WATCH_NAMESPACES"),
         Some(format!("{team_a},{team_b}"))
@@ -916,6 +1065,8 @@ async fn helm_install_creates_the_objects() {
         ("clusterrole", cluster_name.clone()),
         ("clusterrolebinding", cluster_name.clone()),
         ("clusterrole", format!("{cluster_name}-view")),
+        ("clusterrole", format!("{cluster_name}-cluster-configs")),
+        ("clusterrolebinding", format!("{cluster_name}-cluster-configs")),
     ] {
         common::assert_success(&cluster.kubectl(&["get", kind, &name]));
     }
@@ -1198,6 +1349,57 @@ async fn examples_become_ready(cluster: &TestCluster, namespace: &str, operator:
     );
 }
 
+/// As admin: a VersoriConfig `team` in `namespace` and a ClusterVersoriConfig whose token Secret
+/// is in `secret_namespace`, both for the emulator's organisation; waits until the operator has
+/// found both Ready (it read their Secrets and wrote their status). Returns the
+/// ClusterVersoriConfig's name.
+async fn configs_become_ready(
+    cluster: &TestCluster,
+    namespace: &str,
+    secret_namespace: &str,
+    emulator: &common::Emulator,
+    operator: &Operator,
+) -> String {
+    let cluster_config = common::unique_name("chart-rbac");
+    let secret = |name: &str| {
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{ name: {name} }}\nstringData: {{ token: \"{}\" }}\n",
+            emulator.token
+        )
+    };
+    common::assert_success(&cluster.kubectl_apply_stdin(
+        &format!(
+            "{}---\napiVersion: versori.com/v1alpha1\nkind: VersoriConfig\nmetadata: {{ name: team }}\nspec:\n  apiUrl: {url}\n  organisationId: {org}\n  tokenSecretRef: {{ name: team-token, key: token }}\n",
+            secret("team-token"),
+            url = emulator.base_url,
+            org = emulator.organisation
+        ),
+        &["-n", namespace],
+    ));
+    common::assert_success(&cluster.kubectl_apply_stdin(
+        &format!(
+            "{}---\napiVersion: versori.com/v1alpha1\nkind: ClusterVersoriConfig\nmetadata: {{ name: {cluster_config} }}\nspec:\n  apiUrl: {url}\n  organisationId: {org}\n  tokenSecretRef: {{ namespace: {secret_namespace}, name: platform-token, key: token }}\n",
+            secret("platform-token"),
+            url = emulator.base_url,
+            org = emulator.organisation
+        ),
+        &["-n", secret_namespace],
+    ));
+    for (kind, name) in [
+        ("versoriconfigs.versori.com", "team"),
+        ("clusterversoriconfigs.versori.com", cluster_config.as_str()),
+    ] {
+        wait_until(
+            &format!("{kind}/{name} to be Ready"),
+            Duration::from_secs(60),
+            operator,
+            || is_ready(cluster, namespace, kind, name),
+        )
+        .await;
+    }
+    cluster_config
+}
+
 fn seed() -> String {
     std::fs::read_to_string(Path::new(MANIFEST_DIR).join("examples/emulator/seed.yaml"))
         .expect("reading the examples' emulator seed")
@@ -1234,6 +1436,21 @@ async fn chart_rbac_is_sufficient_and_least_privilege() {
         "leases.coordination.k8s.io",
         Some(&workload_ns)
     ));
+    assert!(can_i(&kubeconfig, "watch", "versoriconfigs.versori.com", None));
+    assert!(can_i(
+        &kubeconfig,
+        "watch",
+        "clusterversoriconfigs.versori.com",
+        None
+    ));
+    for (verb, resource) in [
+        ("create", "versoriconfigs.versori.com"),
+        ("delete", "versoriconfigs.versori.com"),
+        ("create", "clusterversoriconfigs.versori.com"),
+        ("update", "clusterversoriconfigs.versori.com"),
+    ] {
+        assert!(!can_i(&kubeconfig, verb, resource, None), "{verb} {resource}");
+    }
 
     let emulator = common::Emulator::start(&seed());
     let identity = "rbac-cluster-wide";
@@ -1245,7 +1462,15 @@ async fn chart_rbac_is_sufficient_and_least_privilege() {
         &release_ns,
         identity,
     );
+    let cluster_config =
+        configs_become_ready(cluster, &workload_ns, &workload_ns, &emulator, &operator).await;
     examples_become_ready(cluster, &workload_ns, &operator).await;
+    // The next operator could not read this config's token Secret (nor should it).
+    common::assert_success(&cluster.kubectl(&[
+        "delete",
+        "clusterversoriconfigs.versori.com",
+        &cluster_config,
+    ]));
     // The Lease was taken with the Role the chart made.
     let lease_name = env_value(operator_container(&docs), "LEASE_NAME").expect("LEASE_NAME");
     let output = cluster.kubectl(&[
@@ -1271,16 +1496,49 @@ async fn chart_rbac_is_sufficient_and_least_privilege() {
     let release_ns = cluster.namespace("rbac-scoped-operator").await;
     let team_a = cluster.namespace("rbac-team-a").await;
     let team_b = cluster.namespace("rbac-team-b").await;
+    let config_ns = cluster.namespace("rbac-config-secrets").await;
     let (docs, service_account, kubeconfig) = install_rendered(
         cluster,
         "scoped",
         &release_ns,
-        &format!("watchNamespaces: [{team_a}]\nversori:\n  organisationId: test-org\n"),
+        &format!(
+            "watchNamespaces: [{team_a}]\nclusterConfigSecretNamespaces: [{config_ns}]\nversori:\n  organisationId: test-org\n"
+        ),
     );
     assert!(can_i(&kubeconfig, "get", "secrets", Some(&team_a)));
     assert!(!can_i(&kubeconfig, "get", "secrets", Some(&team_b)));
     assert!(!can_i(&kubeconfig, "get", "secrets", Some(&release_ns)));
     assert!(!can_i(&kubeconfig, "list", "secrets", None));
+    // ClusterVersoriConfig token Secrets: get, and only get, in their namespace.
+    assert!(can_i(&kubeconfig, "get", "secrets", Some(&config_ns)));
+    assert!(!can_i(&kubeconfig, "list", "secrets", Some(&config_ns)));
+    assert!(!can_i(&kubeconfig, "watch", "secrets", Some(&config_ns)));
+    // Configs: VersoriConfigs where it watches, ClusterVersoriConfigs cluster-wide.
+    assert!(can_i(
+        &kubeconfig,
+        "list",
+        "versoriconfigs.versori.com",
+        Some(&team_a)
+    ));
+    assert!(!can_i(
+        &kubeconfig,
+        "list",
+        "versoriconfigs.versori.com",
+        Some(&team_b)
+    ));
+    assert!(can_i(
+        &kubeconfig,
+        "watch",
+        "clusterversoriconfigs.versori.com",
+        None
+    ));
+    assert!(can_i(
+        &kubeconfig,
+        "create",
+        "events.events.k8s.io",
+        Some("default")
+    ));
+    assert!(!can_i(&kubeconfig, "get", "secrets", Some("default")));
     assert!(!can_i(
         &kubeconfig,
         "list",
@@ -1318,7 +1576,14 @@ async fn chart_rbac_is_sufficient_and_least_privilege() {
         &release_ns,
         "rbac-scoped",
     );
+    let cluster_config =
+        configs_become_ready(cluster, &team_a, &config_ns, &emulator, &operator).await;
     examples_become_ready(cluster, &team_a, &operator).await;
+    common::assert_success(&cluster.kubectl(&[
+        "delete",
+        "clusterversoriconfigs.versori.com",
+        &cluster_config,
+    ]));
     assert!(
         operator.is_running(),
         "the operator exited:\n{}",

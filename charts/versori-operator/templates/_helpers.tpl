@@ -85,6 +85,8 @@ mode and by one Role per watched namespace otherwise). Each verb is one the code
 - the three kinds: get/list/watch (controllers and cross-references), patch (finalizers via JSON
   patch, the create-pending annotation via merge patch);
 - their /status: patch (server-side apply);
+- VersoriConfigs: get/list/watch (their controller, and the configs resources name); their
+  /status: patch (a merge patch of the last check). The operator writes nothing else of them;
 - Secrets: list/watch (metadata-only watch for rotation) and get (reading one referenced key);
 - events.k8s.io Events: create, patch (kube's event Recorder). */}}
 {{- define "versori-operator.watchRules" -}}
@@ -93,6 +95,12 @@ mode and by one Role per watched namespace otherwise). Each verb is one the code
   verbs: ["get", "list", "watch", "patch"]
 - apiGroups: ["versori.com"]
   resources: ["systems/status", "projectsystems/status", "connections/status"]
+  verbs: ["patch"]
+- apiGroups: ["versori.com"]
+  resources: ["versoriconfigs"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: ["versori.com"]
+  resources: ["versoriconfigs/status"]
   verbs: ["patch"]
 - apiGroups: [""]
   resources: ["secrets"]
