@@ -103,7 +103,7 @@ async fn reconcile<C: VersoriConfigKind>(obj: Arc<C>, ctx: Arc<Context>) -> Resu
     status.common.observed_generation = generation;
     match &result {
         Ok(()) => {
-            status.organisation_id = Some(target.organisation.clone());
+            status.common.organisation_id = Some(target.organisation.clone());
             status.api_url = Some(target.api_url.clone());
             let message = format!(
                 "the token reaches organisation {} at {}",

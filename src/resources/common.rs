@@ -52,7 +52,10 @@ pub struct LocalObjectRef {
     pub name: String,
 }
 
-/// What happens to the Versori object when the resource is deleted.
+/// What happens to the Versori object when the resource is deleted: `Delete` removes it with
+/// the resource, `Orphan` leaves it. Defaults to `Delete` for an object the operator created and
+/// to `Orphan` for one adopted by ID (`systemId`, `connectionTemplateId`, `connectionId`):
+/// adopting is not owning, so set `Delete` explicitly to delete an adopted object.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum DeletionPolicy {
     /// Delete the Versori object together with the resource (the default for objects the
@@ -76,7 +79,9 @@ impl DeletionPolicy {
     }
 }
 
-/// What the operator may do to the Versori object.
+/// What the operator may do to the Versori object: `Manage` (the default) creates, updates and
+/// deletes it as the spec says; `Observe` only finds it (by the spec's ID, else by name) and
+/// reports it in status, never writes to Versori, and leaves it when the resource is deleted.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum ManagementPolicy {
     /// Create, update and delete it as the spec says (the default).
@@ -124,8 +129,10 @@ pub struct CommonStatus {
     /// The generation of the spec this status was computed for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// The Versori organisation the object was found or made in. A resource whose config
-    /// later points elsewhere is refused rather than made again there.
+    /// The Versori organisation the resource was last reconciled in: for a System,
+    /// ProjectSystem or Connection the one its object was found or made in (a resource whose
+    /// config later points elsewhere is refused rather than made again there); for a
+    /// VersoriConfig the one its last successful check reached.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub organisation_id: Option<String>,
     /// Current state. `Ready` says whether Versori matches the spec; its reason says why not.

@@ -93,7 +93,10 @@ pub struct SystemSpec {
     pub auth_schemes_policy: Option<AuthSchemesPolicy>,
 }
 
-/// Which of a system's auth schemes the spec governs.
+/// Which of a system's auth schemes the spec governs: `Exclusive` keeps exactly the spec's
+/// (others are deleted); `Additive` adds and updates the spec's and deletes only schemes this
+/// resource created. Defaults to `Additive` for a system adopted by `systemId` and to
+/// `Exclusive` for one the operator created.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum AuthSchemesPolicy {
     /// Exactly the spec's schemes: others are deleted.

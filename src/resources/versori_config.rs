@@ -129,13 +129,11 @@ pub struct NamespacedSecretKeyRef {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct VersoriConfigStatus {
-    /// The organisation the last successful check reached.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub organisation_id: Option<String>,
     /// The API URL the last successful check reached.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_url: Option<String>,
-    /// Generation and conditions: `Ready` when an authenticated call with the token succeeds.
+    /// The organisation reached, generation and conditions: `Ready` when an authenticated call
+    /// with the token succeeds.
     #[serde(flatten)]
     pub common: CommonStatus,
 }
