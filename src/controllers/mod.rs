@@ -109,12 +109,52 @@ pub async fn run_controllers(
     };
     let readiness = Readiness::default();
     let watches = Watches {
-        systems: SharedWatch::new(&client, &scope, true, &readiness, "System"),
-        project_systems: SharedWatch::new(&client, &scope, true, &readiness, "ProjectSystem"),
-        connections: SharedWatch::new(&client, &scope, true, &readiness, "Connection"),
-        secrets: SharedWatch::new(&client, &scope, false, &readiness, "Secret"),
-        configs: SharedWatch::new(&client, &scope, false, &readiness, "VersoriConfig"),
-        cluster_configs: SharedWatch::cluster(&client, &readiness, "ClusterVersoriConfig"),
+        systems: SharedWatch::new(
+            &client,
+            &scope,
+            true,
+            &readiness,
+            "System",
+            reconciler::trim_cached::<System>,
+        ),
+        project_systems: SharedWatch::new(
+            &client,
+            &scope,
+            true,
+            &readiness,
+            "ProjectSystem",
+            reconciler::trim_cached::<ProjectSystem>,
+        ),
+        connections: SharedWatch::new(
+            &client,
+            &scope,
+            true,
+            &readiness,
+            "Connection",
+            reconciler::trim_cached::<Connection>,
+        ),
+        secrets: SharedWatch::new(
+            &client,
+            &scope,
+            false,
+            &readiness,
+            "Secret",
+            watches::trim_secret,
+        ),
+        configs: SharedWatch::new(
+            &client,
+            &scope,
+            false,
+            &readiness,
+            "VersoriConfig",
+            watches::trim_labels::<VersoriConfig>,
+        ),
+        cluster_configs: SharedWatch::cluster(
+            &client,
+            &readiness,
+            "ClusterVersoriConfig",
+            watches::trim_labels::<ClusterVersoriConfig>,
+        ),
     };
     ctx.organisations.use_stores(organisations::ConfigStores {
         namespaced: watches.configs.store.clone(),

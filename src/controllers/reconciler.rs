@@ -126,10 +126,27 @@ where
 {
     let mut seen: HashMap<ObjectRef<K>, u64> = HashMap::new();
     objects.filter(move |object| {
-        let key = ObjectRef::from_obj(object.as_ref());
+        // Without the resourceVersion and UID `from_obj` would keep in every entry.
+        let key =
+            ObjectRef::new(&object.name_any()).within(&object.namespace().unwrap_or_default());
         let wake = wakes_reconcile(object.as_ref());
         std::future::ready(wake.is_none() || seen.insert(key, wake.unwrap_or_default()) != wake)
     })
+}
+
+/// What a managed kind's cache entry keeps: no labels (the shard's selector is the apiserver's
+/// business), and no create-attempt annotations once status records the ID (they are then only
+/// history: observe and delete look at the recorded ID first, and a spent attempt is dropped by
+/// a write that does not rely on the cache showing it).
+pub fn trim_cached<K: External>(object: &mut K) {
+    super::watches::trim_labels(object);
+    if object.status().and_then(K::recorded_id).is_some()
+        && let Some(annotations) = object.meta_mut().annotations.as_mut()
+    {
+        for key in marker::OWN_ANNOTATIONS {
+            annotations.remove(key);
+        }
+    }
 }
 
 /// A kind the loop manages: its status shape.
@@ -1015,7 +1032,9 @@ async fn create<K: External, O: Ops<K>>(
     if !K::UNIQUE_NAMES || after_gone {
         let found = obj.find_by_name(rc, &locator).await?;
         if let Some(other) = found.first() {
-            abandon_attempt(ops, obj, false).await?;
+            // After a recorded object vanished the cache shows no marker (see `trim_cached`):
+            // the spent one goes regardless.
+            abandon_attempt(ops, obj, after_gone).await?;
             return Err(already_exists::<K>(&locator, K::id_of(other)));
         }
     }
@@ -1052,16 +1071,17 @@ async fn create<K: External, O: Ops<K>>(
 /// spent, whose object vanished): its marker goes, so that no later reconcile takes the
 /// same-named object for what the attempt made and adopts (or deletes) it. Nothing to do when
 /// there is no marker.
-/// `claimed`: this reconcile wrote a marker (the cached copy predates it).
+/// `force`: a marker may be there though the cached copy shows none (this reconcile wrote it,
+/// or the cache trimmed a spent one).
 async fn abandon_attempt<K: Managed, O: Ops<K>>(
     ops: &O,
     obj: &K,
-    claimed: bool,
+    force: bool,
 ) -> Result<(), Error> {
     let marked = [CREATE_PENDING, LEGACY_CREATE_PENDING, CREATED]
         .iter()
         .any(|key| obj.annotations().contains_key(*key));
-    if !(marked || claimed) {
+    if !(marked || force) {
         return Ok(());
     }
     ops.patch_metadata(

@@ -1499,3 +1499,40 @@ fn only_spec_deletion_and_foreign_annotations_wake_a_reconcile() {
     let foreign = with_annotation(base, "example.com/note", "x".into());
     assert_ne!(wakes_reconcile(&foreign), key, "someone else's annotation");
 }
+
+#[test]
+fn the_cache_keeps_an_attempt_only_while_status_lacks_the_id() {
+    let mut labelled = widget();
+    labelled
+        .metadata
+        .labels
+        .get_or_insert_default()
+        .insert("team".into(), "a".into());
+    let mut pending = with_annotation(
+        labelled,
+        CREATE_PENDING,
+        pending_by("pod-a", Duration::from_secs(1)),
+    );
+    trim_cached(&mut pending);
+    assert!(pending.metadata.labels.is_none(), "labels are not cached");
+    assert!(
+        pending.annotations().contains_key(CREATE_PENDING),
+        "an unrecorded attempt is kept: a reconcile needs it"
+    );
+    let mut recorded = with_annotation(
+        with_annotation(ready("X"), CREATE_PENDING, "x".into()),
+        "team.example/note",
+        "kept".into(),
+    );
+    trim_cached(&mut recorded);
+    assert!(!recorded.annotations().contains_key(CREATE_PENDING));
+    assert_eq!(
+        recorded.annotations().get("team.example/note").map(String::as_str),
+        Some("kept"),
+        "a person's annotations stay"
+    );
+}
+
+fn ready(id: &str) -> Widget {
+    with_finalizer(recorded(widget(), id, true))
+}

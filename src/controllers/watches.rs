@@ -19,6 +19,24 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
+/// What a watched Secret's cache entry keeps: the mappers need its name (the reconcile reads the
+/// Secret itself when it needs a value, labels included).
+pub fn trim_secret(secret: &mut kube::core::PartialObjectMeta<k8s_openapi::api::core::v1::Secret>) {
+    let meta = &mut secret.metadata;
+    *meta = kube::api::ObjectMeta {
+        name: meta.name.take(),
+        namespace: meta.namespace.take(),
+        uid: meta.uid.take(),
+        resource_version: meta.resource_version.take(),
+        ..kube::api::ObjectMeta::default()
+    };
+}
+
+/// Labels no reconcile reads (the shard's selector is applied by the apiserver).
+pub fn trim_labels<K: Resource>(object: &mut K) {
+    object.meta_mut().labels = None;
+}
+
 /// kubectl's copy of the last applied manifest.
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
@@ -104,19 +122,23 @@ where
         + Sync
         + 'static,
 {
-    /// A watch of `K` in `scope`; `own_kind` applies the scope's label selector.
+    /// A watch of `K` in `scope`; `own_kind` applies the scope's label selector. `trim` drops
+    /// what no mapper or reconcile reads from each cached object (beyond managedFields and
+    /// kubectl's last-applied copy, which every watch drops).
     pub fn new(
         client: &kube::Client,
         scope: &WatchScope,
         own_kind: bool,
         readiness: &Readiness,
         name: &'static str,
+        trim: fn(&mut K),
     ) -> Self {
         Self::of(
             scope.apis::<K>(client),
             scope.config(own_kind),
             readiness,
             name,
+            trim,
         )
     }
 }
@@ -132,12 +154,18 @@ where
         + 'static,
 {
     /// A watch of the cluster-scoped `K` (no label selector: it is shared by every shard).
-    pub fn cluster(client: &kube::Client, readiness: &Readiness, name: &'static str) -> Self {
+    pub fn cluster(
+        client: &kube::Client,
+        readiness: &Readiness,
+        name: &'static str,
+        trim: fn(&mut K),
+    ) -> Self {
         Self::of(
             vec![Api::all(client.clone())],
             watcher::Config::default().any_semantic(),
             readiness,
             name,
+            trim,
         )
     }
 }
@@ -151,6 +179,7 @@ where
         config: watcher::Config,
         readiness: &Readiness,
         name: &'static str,
+        trim: fn(&mut K),
     ) -> Self {
         let (store, writer) = reflector::store_shared::<K>(SUBSCRIBER_BUFFER);
         readiness.await_listings(apis.len());
@@ -164,12 +193,13 @@ where
                     // managedFields and kubectl's last-applied copy are most of a cached object
                     // (for a Secret applied with kubectl, the copy holds its data) and the
                     // operator never reads them.
-                    .modify(|object: &mut K| {
+                    .modify(move |object: &mut K| {
                         let meta = object.meta_mut();
                         meta.managed_fields = None;
                         if let Some(annotations) = meta.annotations.as_mut() {
                             annotations.remove(LAST_APPLIED);
                         }
+                        trim(object);
                     })
                     .filter_map(move |event| {
                         std::future::ready(match event {
@@ -466,8 +496,9 @@ where
     {
         let index = Arc::clone(self);
         move |object: &Arc<K>| {
-            let source = ObjectRef::from_obj(object.as_ref());
             let namespace = object.namespace().unwrap_or_default();
+            // Without the resourceVersion and UID `from_obj` would keep in every entry.
+            let source = ObjectRef::new(&object.name_any()).within(&namespace);
             let keys = targets(object)
                 .into_iter()
                 .map(|name| Self::key(&namespace, &name))
