@@ -1,6 +1,7 @@
 pub mod config;
 pub mod controllers;
 pub mod leader;
+pub mod memory;
 pub mod metrics;
 pub mod operator;
 pub mod reference;

@@ -28,6 +28,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    versori_operator::memory::limit_arenas();
     let cli = Cli::parse();
     match cli.command {
         Command::Crds => match versori_operator::resources::crds_yaml() {
@@ -68,7 +69,12 @@ fn run(args: RunArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(operator::run(config));
+    let result = runtime.block_on(async {
+        let trimmer = versori_operator::memory::spawn_trimmer();
+        let result = operator::run(config).await;
+        trimmer.abort();
+        result
+    });
     runtime.shutdown_timeout(std::time::Duration::from_secs(2));
     match result {
         Ok(()) => {

@@ -185,7 +185,11 @@ fn named<'a>(documents: &'a [Value], kind: &str, suffix: &str) -> &'a Value {
                 .is_some_and(|n| n.ends_with(suffix))
         })
         .collect();
-    assert_eq!(found.len(), 1, "expected one {kind} named *{suffix}: {found:?}");
+    assert_eq!(
+        found.len(),
+        1,
+        "expected one {kind} named *{suffix}: {found:?}"
+    );
     found[0]
 }
 
@@ -439,7 +443,10 @@ fn readme_documents_every_value() {
 fn check_config_rbac(docs: &[Value]) {
     let cluster_configs = named(docs, "ClusterRole", "-cluster-configs");
     for verb in ["get", "list", "watch"] {
-        assert!(grants(cluster_configs, "clusterversoriconfigs", verb), "{verb}");
+        assert!(
+            grants(cluster_configs, "clusterversoriconfigs", verb),
+            "{verb}"
+        );
     }
     assert!(grants(
         cluster_configs,
@@ -452,10 +459,16 @@ fn check_config_rbac(docs: &[Value]) {
         "nothing else cluster-wide: {cluster_configs:?}"
     );
     for verb in ["create", "update", "delete"] {
-        assert!(!grants(cluster_configs, "clusterversoriconfigs", verb), "{verb}");
+        assert!(
+            !grants(cluster_configs, "clusterversoriconfigs", verb),
+            "{verb}"
+        );
     }
     let binding = named(docs, "ClusterRoleBinding", "-cluster-configs");
-    assert_eq!(binding["roleRef"]["name"], cluster_configs["metadata"]["name"]);
+    assert_eq!(
+        binding["roleRef"]["name"],
+        cluster_configs["metadata"]["name"]
+    );
     let watch_roles: Vec<&Value> = of_kind(docs, "ClusterRole")
         .into_iter()
         .chain(of_kind(docs, "Role"))
@@ -586,11 +599,12 @@ fn rendering_follows_the_values() {
     }
     // Watching `default` itself: its Role covers the events; no second Role there.
     let docs = render("vo", "versori-system", "watchNamespaces: [default]\n");
-    assert!(
-        of_kind(&docs, "Role")
-            .iter()
-            .all(|r| !r["metadata"]["name"].as_str().unwrap().ends_with("-config-events"))
-    );
+    assert!(of_kind(&docs, "Role").iter().all(|r| {
+        !r["metadata"]["name"]
+            .as_str()
+            .unwrap()
+            .ends_with("-config-events")
+    }));
     // Cluster-wide, the ClusterRole reads Secrets everywhere: the value adds nothing.
     let docs = render(
         "vo",
@@ -1066,7 +1080,10 @@ async fn helm_install_creates_the_objects() {
         ("clusterrolebinding", cluster_name.clone()),
         ("clusterrole", format!("{cluster_name}-view")),
         ("clusterrole", format!("{cluster_name}-cluster-configs")),
-        ("clusterrolebinding", format!("{cluster_name}-cluster-configs")),
+        (
+            "clusterrolebinding",
+            format!("{cluster_name}-cluster-configs"),
+        ),
     ] {
         common::assert_success(&cluster.kubectl(&["get", kind, &name]));
     }
@@ -1436,7 +1453,12 @@ async fn chart_rbac_is_sufficient_and_least_privilege() {
         "leases.coordination.k8s.io",
         Some(&workload_ns)
     ));
-    assert!(can_i(&kubeconfig, "watch", "versoriconfigs.versori.com", None));
+    assert!(can_i(
+        &kubeconfig,
+        "watch",
+        "versoriconfigs.versori.com",
+        None
+    ));
     assert!(can_i(
         &kubeconfig,
         "watch",
@@ -1449,7 +1471,10 @@ async fn chart_rbac_is_sufficient_and_least_privilege() {
         ("create", "clusterversoriconfigs.versori.com"),
         ("update", "clusterversoriconfigs.versori.com"),
     ] {
-        assert!(!can_i(&kubeconfig, verb, resource, None), "{verb} {resource}");
+        assert!(
+            !can_i(&kubeconfig, verb, resource, None),
+            "{verb} {resource}"
+        );
     }
 
     let emulator = common::Emulator::start(&seed());

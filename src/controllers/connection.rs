@@ -530,22 +530,22 @@ fn select_credential<'c>(
         template.grant_type.as_deref(),
     ) {
         (Some("api-key"), _) => {
-            member(|c| c.api_key.as_ref().map(Member::ApiKey)).ok_or("api-key is required")
+            member(|c| c.api_key.as_deref().map(Member::ApiKey)).ok_or("api-key is required")
         }
-        (Some("basic-auth"), _) => member(|c| c.basic_auth.as_ref().map(Member::BasicAuth))
+        (Some("basic-auth"), _) => member(|c| c.basic_auth.as_deref().map(Member::BasicAuth))
             .ok_or("username and password are required"),
         (Some("oauth2"), Some("clientCredentials")) => member(|c| {
             c.oauth2_client_credentials
-                .as_ref()
+                .as_deref()
                 .map(Member::OAuth2Client)
         })
         .ok_or("client-id and client-secret are required"),
         (Some("oauth2"), Some("password")) => {
-            member(|c| c.oauth2_password.as_ref().map(Member::OAuth2Password))
+            member(|c| c.oauth2_password.as_deref().map(Member::OAuth2Password))
                 .ok_or("username and password are required")
         }
         (Some("oauth2"), _) => {
-            if let Some(token) = member(|c| c.oauth2_token.as_ref().map(Member::OAuth2Token)) {
+            if let Some(token) = member(|c| c.oauth2_token.as_deref().map(Member::OAuth2Token)) {
                 Ok(token)
             } else if given.is_none() {
                 return Ok(Selected::AuthorizationCode);
@@ -555,14 +555,14 @@ fn select_credential<'c>(
                 )
             }
         }
-        (Some("certificate"), _) => member(|c| c.certificate.as_ref().map(Member::Certificate))
+        (Some("certificate"), _) => member(|c| c.certificate.as_deref().map(Member::Certificate))
             .ok_or("a certificate (credentials.certificate) is required"),
-        (Some("hmac"), _) => member(|c| c.hmac.as_ref().map(Member::Hmac))
+        (Some("hmac"), _) => member(|c| c.hmac.as_deref().map(Member::Hmac))
             .ok_or("a signing secret (credentials.hmac) is required"),
-        (Some("secret" | "jwt-bearer"), _) => member(|c| c.hmac.as_ref().map(Member::Hmac))
+        (Some("secret" | "jwt-bearer"), _) => member(|c| c.hmac.as_deref().map(Member::Hmac))
             .ok_or("a secret value (credentials.hmac) is required"),
         (Some("oauth1"), _) => {
-            if let Some(token) = member(|c| c.oauth1_token.as_ref().map(Member::OAuth1Token)) {
+            if let Some(token) = member(|c| c.oauth1_token.as_deref().map(Member::OAuth1Token)) {
                 Ok(token)
             } else if given.is_none() {
                 return Ok(Selected::OAuth1Authorization);

@@ -126,9 +126,7 @@ where
 {
     let mut seen: HashMap<ObjectRef<K>, u64> = HashMap::new();
     objects.filter(move |object| {
-        // Without the resourceVersion and UID `from_obj` would keep in every entry.
-        let key =
-            ObjectRef::new(&object.name_any()).within(&object.namespace().unwrap_or_default());
+        let key = super::watches::bare_ref(object.as_ref());
         let wake = wakes_reconcile(object.as_ref());
         std::future::ready(wake.is_none() || seen.insert(key, wake.unwrap_or_default()) != wake)
     })

@@ -678,14 +678,14 @@ fn cases() -> Vec<Case> {
             },
         },
         Case {
-            name: "recorded object gone, a stranger took the name: never adopted",
+            name: "recorded object gone, a stranger took the name: never adopted; a spent marker the cache trimmed is dropped too",
             given: ready("X"),
             stored: None,
             things: vec![thing("S", "thing", "the stranger's")],
             faults: (None, None, None),
             expect: Expect {
                 calls: &["get X", "find thing"],
-                writes: &["status"],
+                writes: &["metadata annotations", "status"],
                 events: &["AlreadyExists"],
                 error: Some(Reason::AlreadyExists),
                 ready: Some(("False", Reason::AlreadyExists)),
@@ -1527,7 +1527,10 @@ fn the_cache_keeps_an_attempt_only_while_status_lacks_the_id() {
     trim_cached(&mut recorded);
     assert!(!recorded.annotations().contains_key(CREATE_PENDING));
     assert_eq!(
-        recorded.annotations().get("team.example/note").map(String::as_str),
+        recorded
+            .annotations()
+            .get("team.example/note")
+            .map(String::as_str),
         Some("kept"),
         "a person's annotations stay"
     );

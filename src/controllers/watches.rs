@@ -32,6 +32,14 @@ pub fn trim_secret(secret: &mut kube::core::PartialObjectMeta<k8s_openapi::api::
     };
 }
 
+/// A key of `object` for maps kept per object: its namespace and name only. `from_obj` would
+/// keep its resourceVersion and UID in every entry too (which `ObjectRef`'s equality ignores).
+pub fn bare_ref<K: Resource<DynamicType = ()>>(object: &K) -> ObjectRef<K> {
+    let mut key = ObjectRef::new(&object.name_any());
+    key.namespace = object.namespace();
+    key
+}
+
 /// Labels no reconcile reads (the shard's selector is applied by the apiserver).
 pub fn trim_labels<K: Resource>(object: &mut K) {
     object.meta_mut().labels = None;
@@ -316,7 +324,7 @@ where
                 Vec::new()
             }
             watcher::Event::InitApply(object) | watcher::Event::Apply(object) => {
-                let key = ObjectRef::from_obj(&object);
+                let key = bare_ref(&object);
                 if let Some(seen) = watch.relisting.as_mut() {
                     seen.insert(key.clone());
                 }
@@ -330,7 +338,7 @@ where
                 }
             }
             watcher::Event::Delete(object) => {
-                let key = ObjectRef::from_obj(&object);
+                let key = bare_ref(&object);
                 watch.known.remove(&key);
                 match state.first_listing.as_mut() {
                     Some(gathered) => {
@@ -497,8 +505,7 @@ where
         let index = Arc::clone(self);
         move |object: &Arc<K>| {
             let namespace = object.namespace().unwrap_or_default();
-            // Without the resourceVersion and UID `from_obj` would keep in every entry.
-            let source = ObjectRef::new(&object.name_any()).within(&namespace);
+            let source = bare_ref(object.as_ref());
             let keys = targets(object)
                 .into_iter()
                 .map(|name| Self::key(&namespace, &name))

@@ -118,37 +118,39 @@ fn project_system_ref_schema(generator: &mut schemars::SchemaGenerator) -> schem
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[x_kube(validation = Rule::new("[has(self.apiKey), has(self.basicAuth), has(self.oauth2ClientCredentials), has(self.oauth2Password), has(self.oauth2Token), has(self.certificate), has(self.hmac), has(self.oauth1Token), has(self.binary), has(self.bypass)].exists_one(x, x)").message("credentials must set exactly one of apiKey, basicAuth, oauth2ClientCredentials, oauth2Password, oauth2Token, certificate, hmac, oauth1Token, binary and bypass"))]
 #[serde(rename_all = "camelCase")]
+// Each member boxed: a Connection sets one of nine, and inline they made every cached Connection
+// 700 bytes larger (BENCHMARKS.md, memory).
 pub struct Credentials {
     /// An API key, for an api-key scheme.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub api_key: Option<ApiKeyCredential>,
+    pub api_key: Option<Box<ApiKeyCredential>>,
     /// A username and password, for a basic-auth scheme.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub basic_auth: Option<UsernamePasswordCredential>,
+    pub basic_auth: Option<Box<UsernamePasswordCredential>>,
     /// A client ID and secret, for an oauth2 scheme with the clientCredentials grant.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub oauth2_client_credentials: Option<OAuth2ClientCredentials>,
+    pub oauth2_client_credentials: Option<Box<OAuth2ClientCredentials>>,
     /// A username and password, for an oauth2 scheme with the password grant.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub oauth2_password: Option<UsernamePasswordCredential>,
+    pub oauth2_password: Option<Box<UsernamePasswordCredential>>,
     /// A refresh token (and optionally an access token) someone already obtained, for an oauth2
     /// scheme with the authorizationCode grant: no browser needed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub oauth2_token: Option<OAuth2TokenCredential>,
+    pub oauth2_token: Option<Box<OAuth2TokenCredential>>,
     /// A client certificate, its private key and CA (PEM), for a certificate scheme: by default
     /// the `tls.crt`, `tls.key` and `ca.crt` of a `kubernetes.io/tls` Secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub certificate: Option<CertificateCredential>,
+    pub certificate: Option<Box<CertificateCredential>>,
     /// The shared signing secret of an hmac scheme, or the value of a secret or jwt-bearer
     /// scheme (sent as a `string` credential).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hmac: Option<SecretValueCredential>,
+    pub hmac: Option<Box<SecretValueCredential>>,
     /// A ready OAuth 1.0 token and token secret, for an oauth1 scheme with tokenAuth.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub oauth1_token: Option<OAuth1TokenCredential>,
+    pub oauth1_token: Option<Box<OAuth1TokenCredential>>,
     /// A binary value (a keystore, a private key file): the Secret key's bytes, sent base64.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub binary: Option<SecretValueCredential>,
+    pub binary: Option<Box<SecretValueCredential>>,
     /// Connect without a credential, whatever the template's scheme. Must be true when set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self == true").message("bypass must be true when set; remove it to use a credential"))]
