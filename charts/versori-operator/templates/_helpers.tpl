@@ -83,7 +83,7 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{/* RBAC rules for the namespaces the operator watches (used by the ClusterRole in cluster-wide
 mode and by one Role per watched namespace otherwise). Each verb is one the code uses:
 - the three kinds: get/list/watch (controllers and cross-references), patch (finalizers via JSON
-  patch, the create-pending annotation via merge patch);
+  patch, the create-attempt annotation via merge patch);
 - their /status: patch (server-side apply);
 - VersoriConfigs: get/list/watch (their controller, and the configs resources name); their
   /status: patch (a merge patch of the last check). The operator writes nothing else of them;
