@@ -126,7 +126,10 @@ fn api_url(set: Option<&str>) -> String {
 }
 
 fn scope(api_url: &str, organisation: &str) -> String {
-    format!("{}|{organisation}", api_url.trim_end_matches('/'))
+    // Parsed, as the client's base URL is, so that a config's URL as written and a client's as
+    // parsed compare equal (case of the host, a trailing slash).
+    let url = Url::parse(api_url).map_or_else(|_| api_url.to_owned(), String::from);
+    format!("{}|{organisation}", url.trim_end_matches('/'))
 }
 
 /// The organisation one reconcile acts in.
@@ -213,7 +216,12 @@ impl Organisations {
             Some(reference) => ConfigKey::from_ref(namespace, reference),
             None => ConfigKey::namespaced(namespace, DEFAULT_CONFIG_NAME),
         };
-        match self.target(&key).await? {
+        let target = self.target(&key).await?;
+        if target.is_none() {
+            // Gone (or never there): a client built for it earlier goes with it.
+            self.forget(&key);
+        }
+        match target {
             Some(target) => Ok(Some((key, target))),
             None if reference.is_none() => Ok(None),
             None => Err(Error::Waiting {
@@ -357,7 +365,7 @@ impl Organisations {
     }
 
     /// Forgets a deleted config's client.
-    pub fn forget(&self, key: &ConfigKey) {
+    fn forget(&self, key: &ConfigKey) {
         lock(&self.entries).remove(key);
     }
 
@@ -389,4 +397,115 @@ impl Organisations {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use kube::api::ObjectMeta;
+    use kube::runtime::reflector::store::Writer;
+    use kube::runtime::watcher;
+
+    use super::*;
+    use crate::controllers::conditions::Reason;
+    use crate::resources::{SecretKeyRef, VersoriConfigSpec};
+
+    fn organisations(configs: Vec<VersoriConfig>) -> Organisations {
+        let kube = kube::Client::try_from(kube::Config::new(
+            "http://127.0.0.1:9".parse().expect("a URI"),
+        ))
+        .expect("a client for nowhere");
+        let default = VersoriClient::new(crate::versori::ClientConfig::new(
+            "http://127.0.0.1:9/api/v2".parse().expect("a URL"),
+            "own-org",
+            SecretValue::from("t".to_owned()),
+        ))
+        .expect("a Versori client");
+        let mut namespaced = Writer::default();
+        for config in configs {
+            namespaced.apply_watcher_event(&watcher::Event::Apply(config));
+        }
+        let organisations = Organisations::new(default, kube, SecretPolicy::default());
+        organisations.use_stores(ConfigStores {
+            namespaced: namespaced.as_reader(),
+            cluster: Writer::default().as_reader(),
+        });
+        organisations
+    }
+
+    fn config(namespace: &str, name: &str, organisation: &str) -> VersoriConfig {
+        let mut c = VersoriConfig::new(
+            name,
+            VersoriConfigSpec {
+                api_url: Some("https://staging.example/api/v2".into()),
+                organisation_id: organisation.into(),
+                token_secret_ref: SecretKeyRef {
+                    name: "token".into(),
+                    key: "token".into(),
+                },
+            },
+        );
+        c.metadata = ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(namespace.into()),
+            ..ObjectMeta::default()
+        };
+        c
+    }
+
+    #[tokio::test]
+    async fn a_resource_resolves_to_its_config_its_namespaces_default_or_the_operators_own() {
+        let orgs = organisations(vec![
+            config("team-a", "default", "org-a"),
+            config("team-a", "other", "org-x"),
+        ]);
+        let named = ConfigRef {
+            kind: ConfigKind::VersoriConfig,
+            name: "other".into(),
+        };
+        let found = orgs.config_of("team-a", None).await.expect("resolves");
+        assert_eq!(
+            found.map(|(key, target)| (key.to_string(), target.organisation)),
+            Some((
+                "VersoriConfig team-a/default".to_owned(),
+                "org-a".to_owned()
+            ))
+        );
+        let found = orgs
+            .config_of("team-a", Some(&named))
+            .await
+            .expect("resolves");
+        assert_eq!(found.map(|(_, t)| t.organisation).as_deref(), Some("org-x"));
+        assert!(
+            orgs.config_of("team-b", None)
+                .await
+                .expect("resolves")
+                .is_none(),
+            "no default there: the operator's own settings"
+        );
+        let missing = orgs.config_of("team-b", Some(&named)).await;
+        assert!(
+            matches!(
+                &missing,
+                Err(Error::Waiting {
+                    reason: Reason::ConfigNotFound,
+                    ..
+                })
+            ),
+            "{missing:?}"
+        );
+        // Scopes tell organisations apart, whatever config or namespace leads to them.
+        assert_eq!(
+            orgs.scope_of("team-a", None).await.as_deref(),
+            Some("https://staging.example/api/v2|org-a")
+        );
+        assert_eq!(
+            orgs.scope_of("team-b", None).await.as_deref(),
+            Some("http://127.0.0.1:9/api/v2|own-org")
+        );
+        assert_eq!(orgs.scope_of("team-b", Some(&named)).await, None);
+        assert_eq!(
+            scope("HTTPS://Staging.Example/api/v2/", "o"),
+            scope("https://staging.example/api/v2", "o")
+        );
+    }
 }
