@@ -60,8 +60,14 @@ pub struct DesiredConnection {
 
 /// The credential a Connection wants.
 enum Wanted {
-    /// Values read from Secrets, with the hash status keeps of them.
-    Send { credential: Desired, hash: String },
+    /// Values from Secrets, with the hash status keeps of them and the credential's type.
+    /// `credential` is `None` when the Secrets are the very versions whose values Versori holds
+    /// (their hash is status's): a resync then reads no Secret, and a write reads them first.
+    Send {
+        credential: Option<Desired>,
+        hash: String,
+        type_: CredentialType,
+    },
     /// A person authorizes in a browser; the operator's callback creates the connection.
     AuthorizationCode,
     /// The same for an OAuth 1.0 template without a token.
@@ -106,9 +112,40 @@ impl External for Connection {
             Selected::OAuth1Authorization => Wanted::OAuth1Authorization,
             Selected::Send(kind) => {
                 rc.ctx.secret_settings.policy.check_overrides(self)?;
-                let credential = read_credential(kind, &mut rc.secrets().single_line()).await?;
-                let hash = credential.hash(&rc.ctx.secret_settings.hash_key, &rc.uid());
-                Wanted::Send { credential, hash }
+                let uid = rc.uid();
+                let sent = self.status.as_ref().and_then(|s| s.credential_hash.clone());
+                let names = self.secret_names();
+                match sent.filter(|hash| {
+                    rc.ctx
+                        .sent_secrets_unchanged(&uid, &rc.namespace, hash, &names)
+                }) {
+                    Some(hash) => Wanted::Send {
+                        credential: None,
+                        hash,
+                        type_: kind.credential_type(),
+                    },
+                    None => {
+                        let mut secrets = rc.secrets().single_line();
+                        let credential = read_credential(kind, &mut secrets).await?;
+                        let hash = credential.hash(&rc.ctx.secret_settings.hash_key, &uid);
+                        if self
+                            .status
+                            .as_ref()
+                            .and_then(|s| s.credential_hash.as_deref())
+                            == Some(hash.as_str())
+                        {
+                            // Versori holds these values: until one of these Secrets changes,
+                            // a resync need not read them again.
+                            rc.ctx
+                                .remember_sent_secrets(&uid, &hash, secrets.versions());
+                        }
+                        Wanted::Send {
+                            type_: credential.credential_type(),
+                            credential: Some(credential),
+                            hash,
+                        }
+                    }
+                }
             }
         };
         Ok(DesiredConnection {
@@ -218,6 +255,7 @@ impl External for Connection {
                     .into(),
             ));
         };
+        let credential = &self.credential_to_send(rc, desired, credential).await?;
         let versori = rc.versori();
         let config = template_config(rc, &desired.template).await?;
         versori
@@ -243,7 +281,7 @@ impl External for Connection {
         observed: &api::Connection,
         status: &ConnectionStatus,
     ) -> bool {
-        let Wanted::Send { credential, hash } = &desired.credential else {
+        let Wanted::Send { hash, type_, .. } = &desired.credential else {
             // Versori never returns the person's code, so the credential cannot be sent again:
             // drift in name or base URL is left alone.
             return true;
@@ -256,7 +294,7 @@ impl External for Connection {
         status.credential_hash.as_deref() == Some(hash.as_str())
             && observed.name == desired.name
             && observed.base_url.clone().unwrap_or_default() == desired.base_url
-            && observed_type == Some(credential.credential_type())
+            && observed_type == Some(*type_)
     }
 
     async fn update(
@@ -266,9 +304,13 @@ impl External for Connection {
         observed: api::Connection,
         status: &mut ConnectionStatus,
     ) -> Result<(api::Connection, String), Error> {
-        let Wanted::Send { credential, hash } = &desired.credential else {
+        let Wanted::Send {
+            credential, hash, ..
+        } = &desired.credential
+        else {
             return Ok((observed, String::new()));
         };
+        let credential = &self.credential_to_send(rc, desired, credential).await?;
         let versori = rc.versori();
         let config = template_config(rc, &desired.template).await?;
         versori
@@ -302,8 +344,8 @@ impl External for Connection {
         status.connection_template_id = Some(desired.template.template_id.clone());
         status.system_id = Some(desired.template.system_id.clone());
         match &desired.credential {
-            Wanted::Send { credential, hash } => {
-                status.credential_type = Some(credential.credential_type().as_str().to_owned());
+            Wanted::Send { hash, type_, .. } => {
+                status.credential_type = Some(type_.as_str().to_owned());
                 status.credential_hash = Some(hash.clone());
             }
             Wanted::AuthorizationCode | Wanted::OAuth1Authorization => {
@@ -332,6 +374,28 @@ impl External for Connection {
 }
 
 impl Connection {
+    /// The credential to send: the one `desired` read, or, when it read none (the Secrets were
+    /// unchanged since Versori last took them), read now.
+    async fn credential_to_send(
+        &self,
+        rc: &Reconciling<'_, Self>,
+        desired: &DesiredConnection,
+        read: &Option<Desired>,
+    ) -> Result<Desired, Error> {
+        if let Some(credential) = read {
+            return Ok(credential.clone());
+        }
+        match select_credential(self.spec.credentials.as_ref(), &desired.template)? {
+            Selected::Send(kind) => read_credential(kind, &mut rc.secrets().single_line()).await,
+            Selected::AuthorizationCode | Selected::OAuth1Authorization => {
+                Err(Error::AuthorizationRequired(
+                    "waiting for a person to authorize: open status.authorizationUrl in a browser"
+                        .into(),
+                ))
+            }
+        }
+    }
+
     /// The connection's name in Versori.
     pub fn versori_name(&self) -> String {
         self.spec.name.clone().unwrap_or_else(|| self.name_any())
@@ -507,6 +571,23 @@ enum Member<'c> {
     Binary(&'c crate::resources::connection::SecretValueCredential),
 }
 
+impl Member<'_> {
+    /// The type of the credential read from this member (as [`Desired::credential_type`]).
+    fn credential_type(&self) -> CredentialType {
+        match self {
+            Member::Bypass => CredentialType::None,
+            Member::ApiKey(_) | Member::Hmac(_) => CredentialType::String,
+            Member::BasicAuth(_) => CredentialType::BasicAuth,
+            Member::OAuth2Client(_) => CredentialType::OAuth2Client,
+            Member::OAuth2Password(_) => CredentialType::OAuth2Password,
+            Member::OAuth2Token(_) => CredentialType::OAuth2Token,
+            Member::Certificate(_) => CredentialType::Certificate,
+            Member::OAuth1Token(_) => CredentialType::OAuth1Token,
+            Member::Binary(_) => CredentialType::Binary,
+        }
+    }
+}
+
 fn select_credential<'c>(
     given: Option<&'c Credentials>,
     template: &Template,
@@ -589,6 +670,7 @@ fn select_credential<'c>(
 }
 
 /// A credential with its values read from Secrets.
+#[derive(Clone)]
 enum Desired {
     Bypass,
     ApiKey(SecretValue),

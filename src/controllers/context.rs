@@ -7,6 +7,8 @@ use std::time::Duration;
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use std::sync::OnceLock;
 
+use k8s_openapi::api::core::v1::Secret;
+use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 
@@ -62,6 +64,15 @@ pub struct Context {
     pub projects: Listings<Project>,
     /// The shared caches, once the controllers run (the OAuth 2.0 callback runs without).
     stores: OnceLock<Stores>,
+    /// Per Connection (by UID): the hash of the credential Versori holds and the versions of
+    /// the Secrets it was read from, so that a resync reads no Secret that did not change.
+    sent_secrets: Mutex<HashMap<String, SentSecrets>>,
+}
+
+/// The Secrets behind a credential Versori holds: its hash and their (name, resourceVersion).
+struct SentSecrets {
+    hash: String,
+    versions: Vec<(String, String)>,
 }
 
 /// The caches the reconciles read their dependencies from.
@@ -75,6 +86,8 @@ pub struct Stores {
     pub readiness: Readiness,
     /// The label selector of this operator's shard, if any.
     pub label_selector: Option<String>,
+    /// Secrets, as namespace, name and resourceVersion.
+    pub secrets: Store<PartialObjectMeta<Secret>>,
 }
 
 impl Context {
@@ -120,6 +133,7 @@ impl Context {
             templates: Listings::new(resync_interval.mul_f64(0.8)),
             projects: Listings::new(resync_interval),
             stores: OnceLock::new(),
+            sent_secrets: Mutex::new(HashMap::new()),
         }
     }
 
@@ -233,6 +247,66 @@ impl Context {
             Err(poisoned) => poisoned.into_inner(),
         };
         map.remove(uid);
+        drop(map);
+        let mut sent = match self.sent_secrets.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        sent.remove(uid);
+    }
+
+    /// Remembers that Versori holds the credential with `hash`, read from these Secret versions
+    /// for the Connection with `uid`.
+    pub fn remember_sent_secrets(&self, uid: &str, hash: &str, versions: Vec<(String, String)>) {
+        let mut sent = match self.sent_secrets.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        sent.insert(
+            uid.to_owned(),
+            SentSecrets {
+                hash: hash.to_owned(),
+                versions,
+            },
+        );
+    }
+
+    /// Whether the Connection `uid` in `namespace`, which names the Secrets `names`, last had
+    /// the credential with `hash` read from exactly the versions the cache shows now (then its
+    /// values are what Versori holds). Without a cache, never.
+    pub fn sent_secrets_unchanged(
+        &self,
+        uid: &str,
+        namespace: &str,
+        hash: &str,
+        names: &[String],
+    ) -> bool {
+        let Some(stores) = self.stores.get() else {
+            return false;
+        };
+        let sent = match self.sent_secrets.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let Some(entry) = sent.get(uid) else {
+            return false;
+        };
+        let mut wanted: Vec<&str> = names.iter().map(String::as_str).collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        entry.hash == hash
+            && entry.versions.len() == wanted.len()
+            && entry
+                .versions
+                .iter()
+                .zip(wanted)
+                .all(|((name, version), want)| {
+                    let cached = stores
+                        .secrets
+                        .get(&ObjectRef::new(name).within(namespace))
+                        .and_then(|s| s.metadata.resource_version.clone());
+                    name == want && !version.is_empty() && cached.as_deref() == Some(version)
+                })
     }
 
     /// Whether `cached` is older than this operator's last write to it. Versions are compared

@@ -165,6 +165,7 @@ pub async fn run_controllers(
         project_systems: watches.project_systems.store.clone(),
         readiness,
         label_selector: settings.label_selector.clone(),
+        secrets: watches.secrets.store.clone(),
     });
     // Every subscription exists before the watches start, so none misses the first listing.
     let controllers = vec![

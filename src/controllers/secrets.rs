@@ -180,6 +180,23 @@ impl SecretReader {
         self
     }
 
+    /// The Secrets read so far, as (name, resourceVersion); a missing one has an empty version.
+    pub fn versions(&self) -> Vec<(String, String)> {
+        let mut versions: Vec<(String, String)> = self
+            .fetched
+            .iter()
+            .map(|(name, secret)| {
+                let version = secret
+                    .as_ref()
+                    .and_then(|s| s.metadata.resource_version.clone())
+                    .unwrap_or_default();
+                (name.clone(), version)
+            })
+            .collect();
+        versions.sort();
+        versions
+    }
+
     /// The value of `key` in Secret `name`, as UTF-8 text (one line, if so configured).
     pub async fn read(&mut self, name: &str, key: &str) -> Result<SecretValue, Error> {
         let value = self.read_text(name, key).await?;

@@ -19,16 +19,17 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
-/// What a watched Secret's cache entry keeps: its namespace and name, all the mappers look at
-/// (the reconcile reads the Secret itself when it needs a value, labels included). Without a
-/// UID and resourceVersion the store's key for it holds none either: a cached Secret takes 0.7 KB
-/// instead of 1.6 KB (measured with its consent label and kubectl's annotations gone).
+/// What a watched Secret's cache entry keeps: its namespace and name, all the mappers look at,
+/// and its resourceVersion, which tells a resync whether a Secret changed since its values went
+/// to Versori (the reconcile reads the Secret itself when it needs a value, labels included).
+/// Without its UID, labels and annotations a cached Secret takes 0.8 KB instead of 1.6 KB.
 pub fn trim_secret(secret: &mut kube::core::PartialObjectMeta<k8s_openapi::api::core::v1::Secret>) {
     secret.types = None;
     let meta = &mut secret.metadata;
     *meta = kube::api::ObjectMeta {
         name: meta.name.take(),
         namespace: meta.namespace.take(),
+        resource_version: meta.resource_version.take(),
         ..kube::api::ObjectMeta::default()
     };
 }
