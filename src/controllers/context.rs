@@ -360,6 +360,87 @@ mod tests {
         }
     }
 
+    fn context_with_secret(
+        version: &str,
+    ) -> (
+        Context,
+        kube::runtime::reflector::store::Writer<PartialObjectMeta<Secret>>,
+    ) {
+        let config = kube::Config::new("http://127.0.0.1:9".parse().expect("a URI"));
+        let client = kube::Client::try_from(config).expect("a client");
+        let versori = VersoriClient::new(crate::versori::ClientConfig::new(
+            "http://127.0.0.1:9/".parse().expect("a URL"),
+            "org",
+            crate::versori::SecretValue::from("t".to_owned()),
+        ))
+        .expect("a client");
+        let ctx = Context::new(
+            client,
+            versori,
+            Arc::new(Metrics::new()),
+            Duration::from_secs(60),
+            1,
+            None,
+        );
+        let mut secrets = kube::runtime::reflector::store::Writer::default();
+        secrets.apply_watcher_event(&kube::runtime::watcher::Event::Apply(secret(version)));
+        ctx.use_stores(Stores {
+            systems: kube::runtime::reflector::store::Writer::default().as_reader(),
+            project_systems: kube::runtime::reflector::store::Writer::default().as_reader(),
+            readiness: Readiness::default(),
+            label_selector: None,
+            secrets: secrets.as_reader(),
+        });
+        (ctx, secrets)
+    }
+
+    fn secret(version: &str) -> PartialObjectMeta<Secret> {
+        let mut secret = PartialObjectMeta::<Secret>::default();
+        secret.metadata = ObjectMeta {
+            name: Some("creds".into()),
+            namespace: Some("ns".into()),
+            resource_version: Some(version.into()),
+            ..ObjectMeta::default()
+        };
+        secret
+    }
+
+    #[tokio::test]
+    async fn a_resync_skips_the_secrets_only_while_they_are_the_versions_versori_holds() {
+        let (ctx, mut secrets) = context_with_secret("5");
+        let names = vec!["creds".to_owned()];
+        assert!(
+            !ctx.sent_secrets_unchanged("c", "ns", "h", &names),
+            "nothing remembered yet: read"
+        );
+        ctx.remember_sent_secrets("c", "h", vec![("creds".into(), "5".into())]);
+        assert!(ctx.sent_secrets_unchanged("c", "ns", "h", &names));
+        assert!(
+            !ctx.sent_secrets_unchanged("c", "ns", "other", &names),
+            "status holds another credential"
+        );
+        assert!(
+            !ctx.sent_secrets_unchanged("c", "other-ns", "h", &names),
+            "another namespace's Secret"
+        );
+        assert!(
+            !ctx.sent_secrets_unchanged("c", "ns", "h", &["creds".into(), "more".into()]),
+            "the spec names another Secret too"
+        );
+        secrets.apply_watcher_event(&kube::runtime::watcher::Event::Apply(secret("6")));
+        assert!(
+            !ctx.sent_secrets_unchanged("c", "ns", "h", &names),
+            "the Secret changed: read"
+        );
+        ctx.remember_sent_secrets("c", "h", vec![("creds".into(), "6".into())]);
+        assert!(ctx.sent_secrets_unchanged("c", "ns", "h", &names));
+        ctx.forget_written("c");
+        assert!(
+            !ctx.sent_secrets_unchanged("c", "ns", "h", &names),
+            "forgotten with the Connection"
+        );
+    }
+
     #[tokio::test]
     async fn a_cache_behind_the_operators_own_write_is_recognised() {
         let config = kube::Config::new("http://127.0.0.1:9".parse().expect("a URI"));
