@@ -395,14 +395,15 @@ mod tests {
     }
 
     fn secret(version: &str) -> PartialObjectMeta<Secret> {
-        let mut secret = PartialObjectMeta::<Secret>::default();
-        secret.metadata = ObjectMeta {
-            name: Some("creds".into()),
-            namespace: Some("ns".into()),
-            resource_version: Some(version.into()),
-            ..ObjectMeta::default()
-        };
-        secret
+        PartialObjectMeta::<Secret> {
+            metadata: ObjectMeta {
+                name: Some("creds".into()),
+                namespace: Some("ns".into()),
+                resource_version: Some(version.into()),
+                ..ObjectMeta::default()
+            },
+            ..PartialObjectMeta::default()
+        }
     }
 
     #[tokio::test]
