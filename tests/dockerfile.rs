@@ -312,9 +312,9 @@ fn build_inputs_are_copied_and_cargo_lock_is_current() {
             "the Dockerfile does not COPY build.rs"
         );
     }
-    // `cargo build --locked` in the image fails when Cargo.lock is stale; find out here. Not
-    // `--offline`: on a fresh machine the crates of other platforms (Windows) were never
-    // downloaded, and metadata needs them all.
+    // `cargo build --locked` in the image fails when Cargo.lock is stale; find out here. With
+    // network access allowed: on a fresh machine the crates of other platforms (Windows) were
+    // never downloaded, and metadata needs them all, so an offline call would fail there.
     let output = Command::new(env!("CARGO"))
         .args(["metadata", "--locked", "--format-version=1"])
         .current_dir(MANIFEST_DIR)
