@@ -486,9 +486,17 @@ async fn two_operators_with_disjoint_label_selectors_split_the_objects() {
     );
     // Each object was created by its own shard's operator, and only by it: the create attempt
     // annotation names the instance (the operator's pod name) that claimed it, and it stays as
-    // the record of the attempt once status holds the ID.
+    // the record of the attempt once status holds the ID. And only its own operator ever
+    // reconciled it: its Versori calls are logged in a span naming the object, in that
+    // operator's log and never in the other's.
+    let logs: Vec<String> = world.operators.iter().map(Operator::logs).collect();
     for i in 0..20 {
         let own = if i % 2 == 0 { "shard-a" } else { "shard-b" };
+        let (own_log, other_log) = if i % 2 == 0 {
+            (&logs[0], &logs[1])
+        } else {
+            (&logs[1], &logs[0])
+        };
         for (kind, name) in [
             ("system".to_owned(), format!("sys{i}")),
             ("projectsystem".to_owned(), format!("link{i}")),
@@ -496,6 +504,20 @@ async fn two_operators_with_disjoint_label_selectors_split_the_objects() {
         .into_iter()
         .chain((0..3).map(|c| ("connection".to_owned(), format!("conn{i}-{c}"))))
         {
+            let span_kind = match kind.as_str() {
+                "system" => "System",
+                "projectsystem" => "ProjectSystem",
+                _ => "Connection",
+            };
+            let span = format!(
+                r#""kind":"{span_kind}","namespace":"{}","object":"{name}""#,
+                world.namespace
+            );
+            assert!(own_log.contains(&span), "{own} reconciled {kind} {name}");
+            assert!(
+                !other_log.contains(&span),
+                "{kind} {name} was reconciled by the other shard's operator too"
+            );
             let object: Value =
                 serde_json::from_str(&world.kubectl(&["get", &kind, &name, "-o", "json"]))
                     .expect("the object as JSON");
