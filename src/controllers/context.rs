@@ -174,7 +174,7 @@ impl Context {
     }
 
     /// The event recorder to publish with (a fresh one once the current has cached enough).
-    pub fn recorder(&self) -> Recorder {
+    fn recorder(&self) -> Recorder {
         let mut guard = match self.recorder.lock() {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),
@@ -184,6 +184,28 @@ impl Context {
             *guard = (Recorder::new(self.client.clone(), self.reporter.clone()), 1);
         }
         guard.0.clone()
+    }
+
+    /// Publishes an event about `regarding` (its note cut to what the API takes); a failure is
+    /// logged, never returned: an event is news, not part of the reconcile.
+    pub async fn publish_event(
+        &self,
+        regarding: &k8s_openapi::api::core::v1::ObjectReference,
+        type_: kube::runtime::events::EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
+        let event = kube::runtime::events::Event {
+            type_,
+            reason: reason.into(),
+            note: Some(super::events::truncate_note(note)),
+            action: action.into(),
+            secondary: None,
+        };
+        if let Err(error) = self.recorder().publish(&event, regarding).await {
+            tracing::warn!(%error, kind = ?regarding.kind, name = ?regarding.name, "could not publish an event");
+        }
     }
 
     /// Sets the Secret policy and the credential hash key.
@@ -360,12 +382,8 @@ mod tests {
         }
     }
 
-    fn context_with_secret(
-        version: &str,
-    ) -> (
-        Context,
-        kube::runtime::reflector::store::Writer<PartialObjectMeta<Secret>>,
-    ) {
+    /// A context whose clients point nowhere.
+    fn context() -> Context {
         let config = kube::Config::new("http://127.0.0.1:9".parse().expect("a URI"));
         let client = kube::Client::try_from(config).expect("a client");
         let versori = VersoriClient::new(crate::versori::ClientConfig::new(
@@ -374,14 +392,23 @@ mod tests {
             crate::versori::SecretValue::from("t".to_owned()),
         ))
         .expect("a client");
-        let ctx = Context::new(
+        Context::new(
             client,
             versori,
             Arc::new(Metrics::new()),
             Duration::from_secs(60),
             1,
             None,
-        );
+        )
+    }
+
+    fn context_with_secret(
+        version: &str,
+    ) -> (
+        Context,
+        kube::runtime::reflector::store::Writer<PartialObjectMeta<Secret>>,
+    ) {
+        let ctx = context();
         let mut secrets = kube::runtime::reflector::store::Writer::default();
         secrets.apply_watcher_event(&kube::runtime::watcher::Event::Apply(secret(version)));
         ctx.use_stores(Stores {
@@ -444,22 +471,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_cache_behind_the_operators_own_write_is_recognised() {
-        let config = kube::Config::new("http://127.0.0.1:9".parse().expect("a URI"));
-        let client = kube::Client::try_from(config).expect("a client");
-        let versori = VersoriClient::new(crate::versori::ClientConfig::new(
-            "http://127.0.0.1:9/".parse().expect("a URL"),
-            "org",
-            crate::versori::SecretValue::from("t".to_owned()),
-        ))
-        .expect("a client");
-        let ctx = Context::new(
-            client,
-            versori,
-            Arc::new(Metrics::new()),
-            Duration::from_secs(60),
-            1,
-            None,
-        );
+        let ctx = context();
         assert!(
             !ctx.behind_own_write(&object("a", "5")),
             "nothing written yet"

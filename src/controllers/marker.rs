@@ -152,6 +152,16 @@ pub fn created_annotation(uid: &str, id: &str) -> String {
     format!("{uid}/{id}")
 }
 
+/// The operator's annotations as a merge patch sets them: the attempt `pending` and the ID
+/// record `created` (`None` removes each); the name earlier versions used always goes.
+pub fn annotations_patch(pending: Option<&Pending>, created: Option<String>) -> serde_json::Value {
+    serde_json::json!({
+        CREATE_PENDING: pending.map(Pending::to_annotation),
+        LEGACY_CREATE_PENDING: serde_json::Value::Null,
+        CREATED: created,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

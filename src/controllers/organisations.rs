@@ -139,12 +139,23 @@ pub struct Organisation {
     pub client: VersoriClient,
     /// The config it comes from (`None`: the operator's own settings).
     pub config: Option<ConfigKey>,
+    /// The organisation as a key (URL and ID), worked out once.
+    scope: String,
 }
 
 impl Organisation {
+    fn new(client: VersoriClient, config: Option<ConfigKey>) -> Self {
+        let scope = scope(client.base_url().as_str(), client.organisation());
+        Self {
+            client,
+            config,
+            scope,
+        }
+    }
+
     /// The organisation as a key (URL and ID), to keep shared listings apart.
-    pub fn scope(&self) -> String {
-        scope(self.client.base_url().as_str(), self.client.organisation())
+    pub fn scope(&self) -> &str {
+        &self.scope
     }
 
     /// Where it comes from, for messages: "VersoriConfig team-a/default", or "the operator's
@@ -177,6 +188,8 @@ struct Entry {
 pub struct Organisations {
     /// The operator's own client (also the template of the others' settings).
     default: VersoriClient,
+    /// Its organisation as a key.
+    default_scope: String,
     kube: kube::Client,
     policy: SecretPolicy,
     stores: OnceLock<ConfigStores>,
@@ -187,6 +200,7 @@ impl Organisations {
     /// The operator's own client, and what reads configs and their Secrets.
     pub fn new(default: VersoriClient, kube: kube::Client, policy: SecretPolicy) -> Self {
         Self {
+            default_scope: scope(default.base_url().as_str(), default.organisation()),
             default,
             kube,
             policy,
@@ -286,13 +300,11 @@ impl Organisations {
             None => Ok(Organisation {
                 client: self.default.clone(),
                 config: None,
+                scope: self.default_scope.clone(),
             }),
             Some((key, target)) => {
                 let client = self.client(&key, &target, false).await?;
-                Ok(Organisation {
-                    client,
-                    config: Some(key),
-                })
+                Ok(Organisation::new(client, Some(key)))
             }
         }
     }
@@ -302,10 +314,7 @@ impl Organisations {
     pub async fn scope_of(&self, namespace: &str, reference: Option<&ConfigRef>) -> Option<String> {
         match self.config_of(namespace, reference).await {
             Ok(Some((_, target))) => Some(target.scope()),
-            Ok(None) => Some(scope(
-                self.default.base_url().as_str(),
-                self.default.organisation(),
-            )),
+            Ok(None) => Some(self.default_scope.clone()),
             Err(_) => None,
         }
     }

@@ -262,18 +262,8 @@ impl External for ProjectSystem {
         status.name = Some(template.name.clone());
         status.template_base_url = Some(template.template_base_url.clone());
         status.dynamic = Some(template.dynamic);
-        // A jwt-bearer or secret config reads back without an ID: the one the spec asks for at
-        // that position is recorded (the template was linked or updated to it).
-        status.auth_scheme_config_ids = template
-            .auth_scheme_configs
-            .iter()
-            .enumerate()
-            .filter_map(|(i, c)| {
-                c.id()
-                    .map(str::to_owned)
-                    .or_else(|| desired.schemes.get(i).cloned())
-            })
-            .collect();
+        // The template was linked or updated to the schemes the spec asks for.
+        status.auth_scheme_config_ids = scheme_ids(template, &desired.schemes);
         status.auth_scheme_type = first.map(|c| c.type_.as_str().to_owned());
         status.oauth2_grant_type = first
             .and_then(|c| c.oauth2.as_ref())
@@ -341,23 +331,24 @@ fn changed_templates(
         .invalidate(&rc.listing_key(&environment_key(&obj.spec.project_id, environment_id)));
 }
 
+/// The IDs of the template's auth scheme configs, in order. A jwt-bearer or secret config reads
+/// back without an ID: it is the one `known` holds at its position.
+fn scheme_ids(template: &api::ConnectionTemplate, known: &[String]) -> Vec<String> {
+    template
+        .auth_scheme_configs
+        .iter()
+        .enumerate()
+        .filter_map(|(i, c)| c.id().map(str::to_owned).or_else(|| known.get(i).cloned()))
+        .collect()
+}
+
 /// What differs between the template and the spec.
 fn template_update(
     desired: &DesiredTemplate,
     template: &api::ConnectionTemplate,
     status: &ProjectSystemStatus,
 ) -> api::UpdateConnectionTemplate {
-    // A config without an ID (jwt-bearer, secret) is the one status recorded at its position.
-    let observed_schemes: Vec<String> = template
-        .auth_scheme_configs
-        .iter()
-        .enumerate()
-        .filter_map(|(i, c)| {
-            c.id()
-                .map(str::to_owned)
-                .or_else(|| status.auth_scheme_config_ids.get(i).cloned())
-        })
-        .collect();
+    let observed_schemes = scheme_ids(template, &status.auth_scheme_config_ids);
     api::UpdateConnectionTemplate {
         name: (template.name != desired.name).then(|| desired.name.clone()),
         dynamic: (template.dynamic != desired.dynamic).then_some(desired.dynamic),

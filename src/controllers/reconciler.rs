@@ -28,7 +28,7 @@ use futures::{Stream, StreamExt};
 use k8s_openapi::NamespaceResourceScope;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event as KubeEvent, EventType};
+use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 use serde::Serialize;
@@ -37,9 +37,7 @@ use serde::de::DeserializeOwned;
 use super::conditions::{self, READY, Reason, SYNCED};
 use super::context::{Context, MANAGER};
 use super::error::Error;
-use super::marker::{
-    self, ATTEMPT_TIMEOUT, CREATE_PENDING, CREATED, LEGACY_CREATE_PENDING, Pending, Record,
-};
+use super::marker::{self, ATTEMPT_TIMEOUT, Pending, Record};
 use super::organisations::Organisation;
 use super::secrets::SecretReader;
 use crate::resources::common::{CommonStatus, ConfigRef, DeletionPolicy, ManagementPolicy};
@@ -412,21 +410,9 @@ impl<K: Managed> Ops<K> for KubeOps<'_, K> {
     }
 
     async fn event(&self, obj: &K, type_: EventType, reason: &str, action: &str, note: String) {
-        let event = KubeEvent {
-            type_,
-            reason: reason.into(),
-            note: Some(super::events::truncate_note(note)),
-            action: action.into(),
-            secondary: None,
-        };
-        if let Err(error) = self
-            .ctx
-            .recorder()
-            .publish(&event, &obj.object_ref(&()))
-            .await
-        {
-            tracing::warn!(%error, kind = K::KIND, name = %obj.name_any(), "could not publish an event");
-        }
+        self.ctx
+            .publish_event(&obj.object_ref(&()), type_, reason, action, note)
+            .await;
     }
 }
 
@@ -1002,11 +988,9 @@ async fn record_created<K: Managed, O: Ops<K>>(ops: &O, obj: &K, id: &str) -> Re
     ops.patch_metadata(
         obj,
         None,
-        serde_json::json!({ "annotations": {
-            CREATE_PENDING: serde_json::Value::Null,
-            LEGACY_CREATE_PENDING: serde_json::Value::Null,
-            CREATED: marker::created_annotation(&uid, id),
-        }}),
+        serde_json::json!({
+            "annotations": marker::annotations_patch(None, Some(marker::created_annotation(&uid, id))),
+        }),
     )
     .await
     .map(|_| ())
@@ -1076,7 +1060,7 @@ async fn abandon_attempt<K: Managed, O: Ops<K>>(
     obj: &K,
     force: bool,
 ) -> Result<(), Error> {
-    let marked = [CREATE_PENDING, LEGACY_CREATE_PENDING, CREATED]
+    let marked = marker::OWN_ANNOTATIONS
         .iter()
         .any(|key| obj.annotations().contains_key(*key));
     if !(marked || force) {
@@ -1085,11 +1069,7 @@ async fn abandon_attempt<K: Managed, O: Ops<K>>(
     ops.patch_metadata(
         obj,
         None,
-        serde_json::json!({ "annotations": {
-            CREATE_PENDING: serde_json::Value::Null,
-            LEGACY_CREATE_PENDING: serde_json::Value::Null,
-            CREATED: serde_json::Value::Null,
-        }}),
+        serde_json::json!({ "annotations": marker::annotations_patch(None, None) }),
     )
     .await
     .map(|_| ())
@@ -1113,11 +1093,7 @@ async fn claim_attempt<K: External, O: Ops<K>>(
         resource_version,
         serde_json::json!({
             "finalizers": finalizers_with(rc.obj),
-            "annotations": {
-                CREATE_PENDING: pending.to_annotation(),
-                LEGACY_CREATE_PENDING: serde_json::Value::Null,
-                CREATED: serde_json::Value::Null,
-            },
+            "annotations": marker::annotations_patch(Some(&pending), None),
         }),
     )
     .await

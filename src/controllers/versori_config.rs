@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use futures::StreamExt;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event as KubeEvent, EventType};
+use kube::runtime::events::EventType;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{Config, Controller};
 use kube::{Api, Resource, ResourceExt};
@@ -157,16 +157,8 @@ async fn reconcile<C: VersoriConfigKind>(obj: Arc<C>, ctx: Arc<Context>) -> Resu
                     error.to_string(),
                 ),
             };
-            let event = KubeEvent {
-                type_,
-                reason: reason.into(),
-                note: Some(super::events::truncate_note(note)),
-                action: "Check".into(),
-                secondary: None,
-            };
-            if let Err(error) = ctx.recorder().publish(&event, &obj.object_ref(&())).await {
-                tracing::warn!(%error, config = %key, "could not publish an event");
-            }
+            ctx.publish_event(&obj.object_ref(&()), type_, reason, "Check", note)
+                .await;
         }
     }
     match result {

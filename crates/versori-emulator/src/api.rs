@@ -9,7 +9,7 @@ use axum::Json;
 use axum::Router;
 use axum::extract::{FromRequest, FromRequestParts, Path, RawQuery, Request, State};
 use axum::http::request::Parts;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use serde_json::{Map, Value, json};
@@ -220,6 +220,18 @@ async fn get_project(State(app): State<AppState>, p: Params) -> ApiResult {
     let store = app.store();
     let project = store.project(&id).ok_or_else(|| project_not_found(&id))?;
     ok(StatusCode::OK, render_project(project, &app.organisation))
+}
+
+/// The emulator's own authorize page for `flow` (`oauth2` or `oauth1`), at the host the request
+/// came to (the browser is sent there).
+fn authorize_page(headers: &HeaderMap, flow: &str) -> Result<url::Url, ApiError> {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("127.0.0.1");
+    url::Url::parse(&format!("http://{host}/_emulator/{flow}/authorize"))
+        .or_else(|_| url::Url::parse(&format!("http://127.0.0.1/_emulator/{flow}/authorize")))
+        .map_err(|e| ApiError::internal(e.to_string()))
 }
 
 // ------------------------------------------------------------------- systems
@@ -735,13 +747,7 @@ async fn initialise_oauth2(
         ));
     }
     let state = hex::encode(rand::random::<[u8; 16]>());
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("127.0.0.1");
-    let mut url = url::Url::parse(&format!("http://{host}/_emulator/oauth2/authorize"))
-        .or_else(|_| url::Url::parse("http://127.0.0.1/_emulator/oauth2/authorize"))
-        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let mut url = authorize_page(&headers, "oauth2")?;
     url.query_pairs_mut()
         .append_pair("state", &state)
         .append_pair("redirect_uri", &redirect_url);
@@ -813,13 +819,7 @@ async fn initialise_oauth1(
     }
     let state = hex::encode(rand::random::<[u8; 16]>());
     let oauth_token = hex::encode(rand::random::<[u8; 16]>());
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("127.0.0.1");
-    let mut url = url::Url::parse(&format!("http://{host}/_emulator/oauth1/authorize"))
-        .or_else(|_| url::Url::parse("http://127.0.0.1/_emulator/oauth1/authorize"))
-        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let mut url = authorize_page(&headers, "oauth1")?;
     url.query_pairs_mut()
         .append_pair("oauth_token", &oauth_token)
         .append_pair("state", &state);
