@@ -437,11 +437,18 @@ async fn a_wrong_token_is_a_condition_and_its_rotation_needs_no_restart() {
         .wait_reason("versoriconfig", "default", "Ready", "VersoriUnauthorized")
         .await;
     assert!(!message.contains("not-the-token"), "{message}");
+    assert!(
+        message.contains("tokenSecretRef") && !message.contains("VERSORI_API_TOKEN"),
+        "the config's message points at its own Secret, not the operator's token: {message}"
+    );
     world.apply(&system("locked", ""));
     let message = world
         .wait_reason("system", "locked", "Ready", "VersoriUnauthorized")
         .await;
-    assert!(message.contains("VersoriConfig"), "{message}");
+    assert!(
+        message.contains("VersoriConfig") && !message.contains("VERSORI_API_TOKEN"),
+        "the System's message names its config's token, not the operator's: {message}"
+    );
     assert!(!message.contains("not-the-token"), "{message}");
     assert!(world.operator.is_running(), "the operator keeps running");
     assert!(!world.operator.logs().contains("not-the-token"));

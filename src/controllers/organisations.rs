@@ -24,6 +24,7 @@ use super::secrets::{SecretPolicy, SecretReader};
 use crate::resources::versori_config::DEFAULT_CONFIG_NAME;
 use crate::resources::{ClusterVersoriConfig, ConfigKind, ConfigRef, VersoriConfig};
 use crate::versori::client::DEFAULT_BASE_URL;
+use crate::versori::error::TOKEN_HINT;
 use crate::versori::{SecretValue, VersoriClient};
 
 /// How often a config's token Secret is read again to find a rotation.
@@ -165,6 +166,21 @@ impl Organisation {
             Some(key) => key.to_string(),
             None => "the operator's own settings".to_owned(),
         }
+    }
+}
+
+/// A Versori error's message for a call made with `config`'s token: the hint the client gives
+/// on a 401 names the operator's own token, and for a config's client it is the config's Secret
+/// to check instead.
+pub fn in_terms_of(config: Option<&ConfigKey>, message: String) -> String {
+    match config {
+        Some(key) if message.contains(TOKEN_HINT) => message.replace(
+            TOKEN_HINT,
+            &format!(
+                "check that the token in the Secret named by spec.tokenSecretRef of {key} is valid and belongs to its organisation"
+            ),
+        ),
+        _ => message,
     }
 }
 

@@ -618,7 +618,7 @@ async fn apply<K: External, O: Ops<K>>(
     let mut config = None;
     let outcome = async {
         let rc = Reconciling::connect(ctx, obj, namespace).await?;
-        config = rc.org.config.as_ref().map(ToString::to_string);
+        config = rc.org.config.clone();
         check_organisation(&rc, &mut status)?;
         let message = match obj.management_policy() {
             ManagementPolicy::Manage => sync(&rc, ops, &mut status).await?,
@@ -657,12 +657,7 @@ async fn apply<K: External, O: Ops<K>>(
             );
         }
         Err(error) => {
-            let message = match (&config, error.reason()) {
-                (Some(config), Reason::VersoriUnauthorized) => {
-                    format!("{error} (the token of {config})")
-                }
-                _ => error.to_string(),
-            };
+            let message = super::organisations::in_terms_of(config.as_ref(), error.to_string());
             // Ready says what was last observed of Versori: a passing failure changes nothing
             // there when the object was Ready for this very spec.
             if !(error.is_transient() && conditions::ready_for(common, generation)) {

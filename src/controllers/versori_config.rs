@@ -20,7 +20,7 @@ use serde::de::DeserializeOwned;
 use super::conditions::{self, READY, Reason};
 use super::context::{Context, MANAGER};
 use super::error::Error;
-use super::organisations::{ConfigKey, ConfigTarget};
+use super::organisations::{ConfigKey, ConfigTarget, in_terms_of};
 use super::reconciler::{self, Managed, STORES_NOT_READY};
 use super::{Shutdown, Watches};
 use crate::resources::versori_config::DEFAULT_CONFIG_NAME;
@@ -124,7 +124,7 @@ async fn reconcile<C: VersoriConfigKind>(obj: Arc<C>, ctx: Arc<Context>) -> Resu
                 READY,
                 false,
                 error.reason(),
-                &error.to_string(),
+                &in_terms_of(Some(&key), error.to_string()),
                 generation,
             );
         }
@@ -154,7 +154,7 @@ async fn reconcile<C: VersoriConfigKind>(obj: Arc<C>, ctx: Arc<Context>) -> Resu
                 Err(error) => (
                     EventType::Warning,
                     error.reason().as_str(),
-                    error.to_string(),
+                    in_terms_of(Some(&key), error.to_string()),
                 ),
             };
             ctx.publish_event(&obj.object_ref(&()), type_, reason, "Check", note)
